@@ -1,0 +1,1 @@
+"""Checkpoint converters: HF safetensors and GGUF into graft_jax params trees."""
