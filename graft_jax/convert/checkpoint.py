@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import orbax.checkpoint as ocp
 
 from graft_jax.models.config import LlamaConfig
@@ -38,14 +37,10 @@ def save_converted(out_dir: str, params: dict, config: LlamaConfig, tokenizer=No
     tokenizer.save_pretrained(os.path.join(out_dir, "tokenizer"))
 
 
-def load_converted(path: str, config: LlamaConfig | None = None) -> tuple[dict, LlamaConfig]:
+def load_converted(path: str) -> tuple[dict, LlamaConfig]:
   """(params, config) from `save_converted`'s directory; shapes are checked against the config."""
   with open(os.path.join(path, CONFIG_NAME)) as f:
     model_config = LlamaConfig.from_dict(json.load(f))
-  if config is not None:
-    model_config = model_config.replace(param_dtype=config.param_dtype, dtype=config.dtype,
-                                        remat_policy=config.remat_policy)
   params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(path, "params")))
   check_tree(params, abstract_params(model_config), f"Converted checkpoint {path}")
-  dtype = model_config.jnp_param_dtype
-  return jax.tree.map(lambda x: x.astype(dtype), params), model_config
+  return params, model_config

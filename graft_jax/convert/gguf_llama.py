@@ -48,8 +48,8 @@ def read_gguf_fields(reader: gguf.GGUFReader) -> dict:
   return fields
 
 
-def load_gguf_llama(path: str, config: LlamaConfig | None = None) -> tuple[dict, LlamaConfig]:
-  """(params, config) from a Llama GGUF file, dequantized to float32 (then param_dtype)."""
+def load_gguf_llama(path: str) -> tuple[dict, LlamaConfig]:
+  """(float32 params, config) from a Llama GGUF file, dequantized."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No GGUF file at {path!r}")
   try:
@@ -58,9 +58,6 @@ def load_gguf_llama(path: str, config: LlamaConfig | None = None) -> tuple[dict,
     raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
   tensors = {t.name: t for t in reader.tensors}
   model_config = config_from_gguf_fields(read_gguf_fields(reader), set(tensors), path)
-  if config is not None:
-    model_config = model_config.replace(param_dtype=config.param_dtype, dtype=config.dtype,
-                                        remat_policy=config.remat_policy)
   by_hf = {h: t for t in tensors.values() if (h := _hf_name(t.name)) is not None}
 
   def get_tensor(name: str) -> np.ndarray:

@@ -11,9 +11,9 @@ import os
 import re
 from typing import Any, Callable, Mapping, NamedTuple
 
-import ml_dtypes
 import numpy as np
 
+from graft_jax.convert.safetensors_io import SafetensorsCheckpoint
 from graft_jax.models.vit import VitConfig, param_shapes
 
 # model_type in config.json -> our variant.
@@ -142,47 +142,7 @@ def load_hf_vision(model_dir: str, **overrides: Any) -> tuple[VitConfig, dict]:
     raise FileNotFoundError(f"No config.json in {model_dir!r} (expected a transformers save_pretrained directory).")
   with open(config_path) as f:
     config = vit_config_from_hf(json.load(f), **overrides)
-  return config, convert_state_dict(read_safetensors_dir(model_dir), config)
-
-
-def read_safetensors_dir(model_dir: str) -> dict[str, np.ndarray]:
-  """name -> memory-mapped numpy array for every tensor of model.safetensors or its shards."""
-  single = os.path.join(model_dir, "model.safetensors")
-  index = os.path.join(model_dir, "model.safetensors.index.json")
-  if os.path.isfile(single):
-    return read_safetensors(single)
-  if os.path.isfile(index):
-    with open(index) as f:
-      shards = sorted(set(json.load(f)["weight_map"].values()))
-    out = {}
-    for shard in shards:
-      out.update(read_safetensors(os.path.join(model_dir, shard)))
-    return out
-  raise FileNotFoundError(f"Neither model.safetensors nor model.safetensors.index.json in {model_dir!r}.")
-
-
-_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-              "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
-
-
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """name -> memory-mapped numpy array. Read directly because safetensors' numpy backend has no
-  bfloat16, and its flax backend would place every tensor on the default (accelerator) device."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"No safetensors file at {path!r}.")
-  with open(path, "rb") as f:
-    header_len = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(header_len))
-  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-  out = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    if info["dtype"] not in _ST_DTYPES:
-      raise ValueError(f"Tensor {name!r} in {path!r} has unsupported dtype {info['dtype']}.")
-    start, end = info["data_offsets"]
-    out[name] = data[start:end].view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
-  return out
+  return config, convert_state_dict(SafetensorsCheckpoint(model_dir), config)
 
 
 def _check_layer_count(state_dict: Mapping[str, Any], prefix: str, depth: int) -> None:

@@ -1,0 +1,1 @@
+"""Generation, VQA/POPE/multiple-choice metrics, LM scoring."""

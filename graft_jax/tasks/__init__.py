@@ -1,0 +1,1 @@
+"""One module per `config.task`, each with `run(config)`."""
