@@ -6,8 +6,10 @@ override of a key that doesn't exist is an error before anything runs.
 from __future__ import annotations
 
 import importlib
+import sys
 
 from absl import app
+from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
@@ -23,6 +25,19 @@ def run_task(config) -> object:
   return module.run(config)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a clear message for an override of a key the config lacks."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # what config_flags raises for an unknown field
+    key = str(e).strip("'\"")
+    bad = [a for a in argv if a.startswith("--config.") and key in a.split("=")[0].split(".")]
+    sys.exit(f"error: unknown config key {key!r} in {bad or argv[1:]}; "
+             "overrides must name fields the config file defines")
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+
+
 def main(argv):
   del argv
   if _CONFIG.value is None:
@@ -32,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

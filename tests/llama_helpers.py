@@ -30,5 +30,6 @@ def tiny_hf_llama(tied: bool = False, heads: int = 4, kv_heads: int = 2, layers:
 
 def hf_logits(model: LlamaForCausalLM, tokens: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
   with torch.no_grad():
-    out = model(torch.tensor(tokens), attention_mask=None if mask is None else torch.tensor(mask))
+    out = model(torch.tensor(tokens), attention_mask=None if mask is None else torch.tensor(mask),
+                use_cache=False)
   return out.logits.float().numpy()
