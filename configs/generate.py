@@ -5,14 +5,14 @@ for a local Llama-3 checkpoint.
 """
 import ml_collections
 
-from graft_jax.config_lib import model_config
+from graft_jax.config_lib import default_template, model_config
 
 
 def get_config(arg=None):
   return ml_collections.ConfigDict({
       "task": "generate",
       "model": model_config(arg or "smollm2-135m"),
-      "template": "chatml" if (arg or "smollm2-135m").startswith("smollm2") else "llama3",
+      "template": default_template(arg or "smollm2-135m"),
       "prompt": "What is the capital of France?",
       "max_new_tokens": 128,
       "temperature": 0.0,

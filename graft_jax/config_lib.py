@@ -16,3 +16,8 @@ def model_config(name: str = "smollm2-135m", source: str = "") -> ml_collections
   return ml_collections.ConfigDict({
       "preset": name, "source": source, "param_dtype": "float32", "dtype": "float32",
       "remat_policy": "none"})
+
+
+def default_template(preset_name: str) -> str:
+  """The chat markup of a preset's family: ChatML for SmolLM2, Llama-3's otherwise."""
+  return "chatml" if preset_name.startswith("smollm2") else "llama3"

@@ -3,7 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from graft_jax.evaluate.generation import generate, left_pad
+from graft_jax.data.padding import left_pad
+from graft_jax.evaluate.generation import generate
 from graft_jax.models.config import LlamaConfig
 from graft_jax.models.llama import Decoder, init_cache, init_params
 

@@ -12,21 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from graft_jax.data.padding import left_pad
 from graft_jax.models.config import LlamaConfig, Segments
 from graft_jax.models.llama import Decoder, init_cache
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  """Token lists -> (int32[B, P] left-padded ids, bool[B, P] mask of real tokens)."""
-  if not prompts or any(len(p) == 0 for p in prompts):
-    raise ValueError("Every prompt needs at least one token")
-  width = max(len(p) for p in prompts)
-  ids = np.full((len(prompts), width), pad_id, np.int32)
-  mask = np.zeros((len(prompts), width), bool)
-  for row, p in enumerate(prompts):
-    ids[row, width - len(p):] = p
-    mask[row, width - len(p):] = True
-  return ids, mask
 
 
 def sample_token(logits: jnp.ndarray, rng: jax.Array, temperature: float, top_p: float) -> jnp.ndarray:
@@ -93,10 +81,10 @@ def generate_from_embeddings(params: dict, embeddings: jnp.ndarray, prompt_mask:
 def generate(params: dict, config: LlamaConfig, prompts: Sequence[Sequence[int]], *,
              max_new_tokens: int, eos_ids: Sequence[int], pad_id: int | None = None,
              segments: Segments | None = None, temperature: float = 0.0, top_p: float = 1.0,
-             seed: int = 0) -> list[list[int]]:
+             seed: int = 0, pad_multiple: int = 32) -> list[list[int]]:
   """Token-id prompts -> generated ids per prompt (end token included, padding removed)."""
   pad_id = pad_id if pad_id is not None else (config.pad_token_id or 0)
-  ids, mask = left_pad(prompts, pad_id)
+  ids, mask = left_pad(prompts, pad_id, pad_multiple)
   embed = lambda p, t: Decoder(config, segments).apply({"params": p}, t, method=Decoder.embed_tokens)
   embeddings = jax.jit(embed)(params, jnp.asarray(ids))
   out = generate_from_embeddings(
