@@ -1,0 +1,1 @@
+"""Training engine: train state and step, checkpoints, metrics, preemption signals."""
