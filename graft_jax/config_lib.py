@@ -21,3 +21,59 @@ def model_config(name: str = "smollm2-135m", source: str = "") -> ml_collections
 def default_template(preset_name: str) -> str:
   """The chat markup of a preset's family: ChatML for SmolLM2, Llama-3's otherwise."""
   return "chatml" if preset_name.startswith("smollm2") else "llama3"
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """The default synthetic datasets (configs/data.py) and where they live."""
+  return ml_collections.ConfigDict({
+      "out_dir": "data_cache/default",
+      "data_dir": "data_cache/tfds",
+      "seed": 0,
+      # (split, samples) pairs in order: a split's index seeds its samples, so keep the order.
+      "shapes_splits": (("train", 2000), ("val", 200), ("test", 300)),
+      "text_splits": (("train", 4000), ("val", 200)),
+      "image_size": 64,
+  })
+
+
+def vit_config() -> ml_collections.ConfigDict:
+  """The offline default encoder: a small CLIP-style ViT trained from scratch (64 px, patch 8:
+  64 patches + CLS = 65 tokens, 67 image embeddings with start/end of image)."""
+  return ml_collections.ConfigDict({
+      "image_size": 64, "patch_size": 8, "width": 192, "depth": 4, "heads": 3, "mlp_dim": 768,
+      "variant": "clip", "projector_depth": 2, "seed": 0})
+
+
+def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.ConfigDict:
+  """A training stage on the embedded default (see graft_jax/train/stages.py for the stages)."""
+  from graft_jax.train.stages import get_stage  # pylint: disable=g-import-not-at-top
+  s = get_stage(stage)
+  defaults = {  # offline-scale choices; the paper's are in method.md section 4
+      "translator": dict(steps=200, batch_size=16, lr=3e-4),
+      "pretrain": dict(steps=200, batch_size=16, lr=1e-3),
+      "finetune_encoder": dict(steps=300, batch_size=16, lr=1e-3),
+      "finetune_decoder": dict(steps=200, batch_size=16, lr=5e-5),
+  }[stage]
+  return ml_collections.ConfigDict({
+      "task": "train",
+      "stage": stage,
+      "model": model_config(model),
+      "template": default_template(model),
+      "vit": vit_config(),
+      # Translator ranges of the surrogate; () trains against the full target.
+      "ranges": ((19, 28),) if s.on_surrogate else (),
+      "trainable": s.trainable,
+      "init_from": "",            # run dir of the previous stage, e.g. runs/translator
+      "run_dir": f"runs/{stage}",
+      "data": data_config(),
+      "train": {
+          "steps": defaults["steps"], "batch_size": defaults["batch_size"], "microbatches": 1,
+          "lr": defaults["lr"], "warmup_ratio": 0.03, "weight_decay": 0.0, "clip_norm": 1.0,
+          "encoder_lr_mult": 1.0, "max_len": 512, "seed": 0,
+          "kl_weight": 0.0,            # > 0: distil toward the full target's logits
+          "dynamic_loss_weights": False,
+      },
+      "mesh": (("data", -1), ("fsdp", 1), ("tensor", 1)),
+      "checkpoint": {"save_every": 50, "keep_last": 2},
+      "log_every": 1,
+  })

@@ -13,7 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-TASKS = ("convert", "generate", "trajectory", "surrogate_report", "surrogate", "data")
+TASKS = ("convert", "generate", "trajectory", "surrogate_report", "surrogate", "data", "train")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file.", lock_config=True)
 
@@ -40,6 +40,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every file operation at INFO
+    logging.set_verbosity(logging.WARNING)
   if _CONFIG.value is None:
     raise app.UsageError("--config=configs/<job>.py is required")
   logging.info("Config:\n%s", _CONFIG.value)

@@ -21,6 +21,7 @@ import shutil
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -84,6 +85,18 @@ def run_metadata(config: Any, plan: Any, stage: str, trainable_spec: Any) -> dic
     trainable_spec = [r if isinstance(r, (str, dict, list)) else str(r) for r in trainable_spec]
   return _jsonable({"config": config, "plan": _plan_dict(plan), "stage": stage,
                     "trainable_spec": trainable_spec})
+
+
+def _unflatten_spec(spec: Mapping[str, dict]) -> dict:
+  """A tree of ShapeDtypeStructs (on the first device) from `tree_spec`'s flat {path: spec}."""
+  tree: dict = {}
+  for path, leaf in spec.items():
+    node = tree
+    *parents, name = path.split("/")
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[name] = _restore_target(jax.ShapeDtypeStruct(tuple(leaf["shape"]), jnp.dtype(leaf["dtype"])))
+  return tree
 
 
 def _restore_target(leaf):
@@ -168,6 +181,16 @@ class RunCheckpointer:
     state = dataclasses.replace(abstract_state, step=step_array, trainable=out.trainable,
                                 opt_state=out.opt_state)
     return state, out.iterator["iterator_state"], stored
+
+  def restore_trainable(self, step: int | None = None) -> tuple[dict, dict]:
+    """(trainable params, metadata) of `step` (default: the latest) on the first device, without
+    optimizer or data state: how a later stage starts from an earlier one's weights."""
+    step = self._step_or_latest(step)
+    stored = self.read_metadata(step)
+    target = _unflatten_spec(stored["trainable_shapes"])
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        trainable=ocp.args.StandardRestore(target)))
+    return out.trainable, stored
 
   def _step_or_latest(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step

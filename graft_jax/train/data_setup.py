@@ -1,0 +1,41 @@
+"""The training data of a stage: the default datasets (generated once if missing) through grain."""
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+from absl import logging
+
+from graft_jax.data.pipeline import make_dataset
+from graft_jax.data.tfds_builders import dataset_dir, load_source
+from graft_jax.train.stages import Stage
+
+DATASETS = {"image": "graft_shapes", "text": "graft_text"}
+
+
+def ensure_default_datasets(data_cfg) -> None:
+  """Generates the synthetic datasets into data_cfg's directories unless they are there."""
+  missing = [name for name in DATASETS.values() if not os.path.isdir(dataset_dir(name, data_cfg.data_dir))]
+  if not missing:
+    return
+  from graft_jax.tasks import data as data_task  # pylint: disable=g-import-not-at-top
+  logging.info("Generating the default datasets (%s missing) under %s", missing, data_cfg.data_dir)
+  cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+  cfg.update({"image_len": 67, "tokenizer": "", "template": "chatml", "mode": "markers",
+              "max_len": 512, "build_tfds": True})
+  data_task.run(cfg)
+
+
+def make_train_iterator(config, stage: Stage, tokenizer, image_len: int, split: str = "train"):
+  """(grain iterator of global batches for this process, Skips)."""
+  ensure_default_datasets(config.data)
+  sources = [load_source(DATASETS[s], split, config.data.data_dir) for s in stage.sources]
+  batch = config.train.batch_size
+  if batch % jax.process_count():
+    raise ValueError(f"batch_size {batch} is not divisible by the {jax.process_count()} hosts")
+  dataset, skips = make_dataset(
+      sources if len(sources) > 1 else sources[0], tokenizer, template=config.template,
+      mode=stage.mask_mode, max_len=config.train.max_len, batch_size=batch // jax.process_count(),
+      image_size=config.vit.image_size, image_len=image_len, seed=config.train.seed)
+  return iter(dataset), skips

@@ -1,0 +1,121 @@
+"""The sharded, jitted train step with gradient accumulation.
+
+  step = make_train_step(model, layout, optimizer, LossOptions(), num_microbatches=k)
+  state, metrics = step(state, frozen, batch)                  # batch: the pipeline's dict
+  state, metrics = step(state, frozen, batch, teacher_params)  # with a teacher (KL distillation)
+
+Inside: the image slot is expanded (train/batch.py; skipped when decoder_only), per-target loss
+weights are computed on the whole global batch, the batch is cut into k micro-batches, and a
+lax.scan sums, per micro-batch, the gradient of the weighted CE/KL numerator w.r.t. the trainable
+tree only (`jax.value_and_grad(objective)(trainable, frozen, micro)`) plus the loss sums and
+token counts. Gradients and losses are divided once by the global number of supervised targets,
+so k micro-batches equal one step on the whole batch. The state is donated.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from graft_jax.models.llama import Decoder
+from graft_jax.models.vlm import VLM
+from graft_jax.train import sharding
+from graft_jax.train.batch import expand_batch, split_microbatches
+from graft_jax.train.layout import TrainLayout
+from graft_jax.train.loss import (LossOptions, batch_weights, finalize, loss_sums, sum_keys,
+                                  targets_and_mask)
+from graft_jax.train.partition import merge
+from graft_jax.train.state import TrainState
+
+
+def logits_fn(model: VLM, decoder_only: bool) -> Callable[[dict, Mapping[str, jax.Array]], jax.Array]:
+  """(params, batch) -> logits float[B, T, V]. decoder_only runs `params["llm"]` on the tokens
+  alone (no vision tower: text-only stages); otherwise the VLM on a slot-expanded batch."""
+  if decoder_only:
+    decoder = Decoder(model.llm, model.segments)
+    return lambda params, b: decoder.apply({"params": params["llm"]}, b["tokens"])[0]
+  return lambda params, b: model.apply({"params": params}, b["tokens"], b["images"], b["image_pos"])[0]
+
+
+def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTransformation,
+                    options: LossOptions = LossOptions(), num_microbatches: int = 1, *,
+                    decoder_only: bool = False, pad_id: int = 0,
+                    schedule: optax.Schedule | None = None, teacher: VLM | None = None) -> Callable:
+  """The jitted step `(state, frozen, batch[, teacher_params]) -> (state, metrics)`.
+
+  model: the VLM whose params are merge(state.trainable, frozen) (the surrogate when training
+    against one). teacher: the VLM giving the KL target (needed iff options.kl_weight > 0); its
+    params are {**stop_gradient(params), **teacher_params}, e.g. teacher_params = {"llm": full
+    target}, so the teacher sees the current encoder (the graft of it) but passes no gradient.
+  schedule: if given, metrics include the learning rate of this step.
+  metrics (replicated float32 scalars): loss, ce, [kl], tokens/{supervised,image,text}, grad_norm
+  (before clipping), [lr].
+  """
+  if (options.kl_weight > 0) != (teacher is not None):
+    raise ValueError("Give a teacher exactly when LossOptions.kl_weight > 0")
+  k = int(num_microbatches)
+  if k < 1:
+    raise ValueError(f"num_microbatches must be >= 1, got {k}")
+  mesh = layout.mesh
+  axes = sharding.batch_axes(mesh)
+  student_logits = logits_fn(model, decoder_only)
+  teacher_logits = None if teacher is None else logits_fn(teacher, decoder_only)
+
+  def objective(trainable, frozen, micro, teacher_params):
+    params = merge(trainable, frozen)
+    logits = student_logits(params, micro)
+    target = None
+    if teacher_logits is not None:
+      target = teacher_logits({**jax.lax.stop_gradient(params), **teacher_params}, micro)
+    sums = loss_sums(logits, micro, micro["weights"], options, target)
+    return sums["objective"], sums
+
+  grad_fn = jax.grad(objective, has_aux=True)
+
+  def step(state: TrainState, frozen, batch, teacher_params):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(layout.logical_rules):
+      if decoder_only:  # tokens as they are; images unused
+        batch = {key: value for key, value in batch.items() if key != "images"}
+      else:
+        batch = expand_batch(batch, model.image_len, pad_id)
+      weights = batch_weights(batch, options)
+      n = jnp.maximum(jnp.sum(targets_and_mask(batch)[1]).astype(jnp.float32), 1.0)
+      micro = split_microbatches({**batch, "weights": weights}, k, axes)
+
+      def body(carry, mb):
+        grads, sums = grad_fn(state.trainable, frozen, mb, teacher_params)
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+      zero_grads = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.trainable)
+      zero_sums = {key: jnp.zeros((), jnp.float32) for key in sum_keys(options)}
+      (grad_sums, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+      grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sums, state.trainable)
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+      trainable = optax.apply_updates(state.trainable, updates)
+    _, metrics = finalize(sums)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    if schedule is not None:
+      metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+    return TrainState(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
+
+  teacher_sh = layout.teacher if teacher is not None else None
+  jitted = jax.jit(step, in_shardings=(layout.state, layout.frozen, layout.batch, teacher_sh),
+                   out_shardings=(layout.state, layout.replicated), donate_argnums=(0,))
+  rows = k * sharding.batch_size_multiple(mesh)
+
+  def train_step(state: TrainState, frozen, batch: Mapping[str, Any], teacher_params=None):
+    if (teacher_params is None) != (teacher is None):
+      raise ValueError("Pass teacher_params exactly when the step was made with a teacher")
+    b = batch["tokens"].shape[0]
+    if b % rows:
+      raise ValueError(f"Batch size {b} must be a multiple of num_microbatches x batch shards = {rows}")
+    if decoder_only and isinstance(batch.get("has_image"), np.ndarray) and batch["has_image"].any():
+      raise ValueError("A decoder_only step got a batch with images")
+    return jitted(state, frozen, batch, teacher_params)
+
+  train_step.jitted = jitted
+  return train_step

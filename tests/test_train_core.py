@@ -1,0 +1,87 @@
+"""The train step: gradient accumulation, what changes and what stays frozen, the text-only path,
+KL distillation, and bad calls."""
+import jax
+import numpy as np
+import pytest
+
+from graft_jax.train.batch import expand_batch
+from graft_jax.train.loss import LossOptions, global_token_mean
+from graft_jax.train.partition import select, split
+from graft_jax.train.paths import leaves_with_paths
+from tests.train_setup import ADAMW, ONE, SCHEDULE, SGD, SPEC, TEXT_SPEC, compiled, make_batch, run_steps, setup
+
+
+def _assert_close(got, ref, atol=1e-6):
+  for (path, a), (_, b) in zip(leaves_with_paths(got), leaves_with_paths(ref)):
+    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5, err_msg=path)
+
+
+def test_gradient_accumulation_equals_one_step_on_the_whole_batch():
+  batch = make_batch(1)
+  (one,), one_params = run_steps([batch], k=1)
+  (acc,), acc_params = run_steps([batch], k=4)
+  for key in one:
+    np.testing.assert_allclose(acc[key], one[key], rtol=1e-6, err_msg=key)
+  _assert_close(acc_params, one_params)
+  assert one["tokens/supervised"] == batch["loss_mask"].sum()
+
+
+def test_frozen_params_are_bit_identical_and_only_declared_ones_change():
+  params = setup()[2]
+  _, frozen = split(params, SPEC)
+  frozen_before = jax.tree.map(np.array, frozen)
+  metrics, after = run_steps([make_batch(s) for s in range(3)], optimizer=ADAMW, schedule=SCHEDULE)
+  assert all(np.isfinite(m["loss"]) for m in metrics)
+  np.testing.assert_allclose([m["lr"] for m in metrics], [SCHEDULE(i) for i in range(3)], rtol=1e-6)
+  assert metrics[1]["lr"] < metrics[0]["lr"]
+  selection = select(params, SPEC)
+  before = dict(leaves_with_paths(params))
+  for path, new in leaves_with_paths(after):
+    old, s = before[path], selection[path]
+    if s is None:
+      np.testing.assert_array_equal(new, old, err_msg=path)
+    elif s == "all":
+      assert not np.array_equal(new, old), path
+    else:  # img/blocks/.*[-1:]: the last of 2 layers trains, the first is untouched
+      assert s == (1, 2), path
+      np.testing.assert_array_equal(new[0], old[0], err_msg=path)
+      assert not np.array_equal(new[1], old[1]), path
+  assert any(s not in (None, "all") for s in selection.values())
+  for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(frozen_before)):
+    np.testing.assert_array_equal(np.asarray(a), b)  # the caller's frozen tree is not donated
+
+
+def test_text_only_step_without_the_vision_tower_equals_the_vlm_step():
+  batch = make_batch(2, images=False)
+  (vlm,), vlm_params = run_steps([batch], spec=TEXT_SPEC)
+  (dec,), dec_params = run_steps([batch], spec=TEXT_SPEC, decoder_only=True)
+  for key in ("loss", "ce", "tokens/supervised", "grad_norm"):
+    np.testing.assert_allclose(dec[key], vlm[key], rtol=1e-6, err_msg=key)
+  assert vlm["tokens/image"] == dec["tokens/image"] == 0
+  _assert_close(dec_params, vlm_params)
+  with pytest.raises(ValueError, match="images"):
+    run_steps([make_batch(2)], spec=TEXT_SPEC, decoder_only=True)
+
+
+def test_kl_distillation_toward_the_full_target_with_the_current_encoder():
+  batch = make_batch(3)
+  options = LossOptions(ce_weight=1.0, kl_weight=0.5)
+  (m,), _ = run_steps([batch], options=options, with_teacher=True)
+  model, target_model, surrogate, target = setup()
+  expanded = expand_batch(batch, model.image_len)
+  inputs = (expanded["tokens"], expanded["images"], expanded["image_pos"])
+  student = model.apply({"params": surrogate}, *inputs)[0]
+  teacher = target_model.apply({"params": {**surrogate, "llm": target["llm"]}}, *inputs)[0]
+  _, ref = global_token_mean(student, expanded, options, teacher_logits=teacher)
+  assert ref["kl"] > 1e-5  # near-uniform logits at init: small, but not zero
+  for key in ("loss", "ce", "kl", "tokens/image"):
+    np.testing.assert_allclose(m[key], ref[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_bad_calls_raise():
+  layout, step = compiled(k=4)
+  trainable, frozen = split(setup()[2], SPEC)
+  with pytest.raises(ValueError, match="multiple of num_microbatches"):
+    step(layout.create_state(trainable, SGD), frozen, make_batch(0, b=6))
+  with pytest.raises(ValueError, match="teacher"):
+    compiled(axes=ONE, options=LossOptions(kl_weight=1.0))

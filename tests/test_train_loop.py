@@ -1,0 +1,140 @@
+"""The training program end to end on a tiny decoder with SmolLM2's tokenizer: every stage trains
+and chains into the next, and a killed run resumes onto the uninterrupted loss curve."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig as HFLlamaConfig
+from transformers import LlamaForCausalLM
+
+from graft_jax.config_lib import data_config, train_config
+from graft_jax.convert.tokenizer import load_tokenizer
+from graft_jax.tasks import data as data_task
+from graft_jax.train.checkpoint import load_encoder_package
+from graft_jax.train.loop import train
+from graft_jax.train.metrics import read_metrics
+from graft_jax.train.signals import PREEMPTED_EXIT_CODE
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  """(model dir, data config): a 4-layer decoder over SmolLM2's vocabulary, and small datasets."""
+  root = tmp_path_factory.mktemp("tiny")
+  torch.manual_seed(0)
+  hf = LlamaForCausalLM(HFLlamaConfig(
+      vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+      num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2))
+  hf.save_pretrained(root / "model")
+  load_tokenizer().save_pretrained(root / "model")
+  data = data_config()
+  data.out_dir, data.data_dir = str(root / "data"), str(root / "tfds")
+  data.shapes_splits = (("train", 32), ("val", 4), ("test", 4))
+  data.text_splits = (("train", 32), ("val", 4))
+  cfg = data.copy_and_resolve_references()
+  cfg.update({"image_len": 7, "tokenizer": "", "template": "chatml", "mode": "markers", "max_len": 256,
+              "build_tfds": True})
+  data_task.run(cfg)
+  return str(root / "model"), data
+
+
+def tiny_config(stage, tiny, run_dir, steps=6, **train):
+  model_dir, data = tiny
+  config = train_config(stage)
+  config.model.source = model_dir
+  config.data = data
+  config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
+  if config.ranges:
+    config.ranges = ((1, 2),)
+  config.run_dir = str(run_dir)
+  config.train.update({"steps": steps, "batch_size": 8, "max_len": 256, **train})
+  config.checkpoint.save_every = 2
+  return config
+
+
+def _losses(run_dir):
+  return [r["loss"] for r in read_metrics(str(run_dir))]
+
+
+def test_every_stage_trains_and_chains(tiny, tmp_path):
+  translator = train(tiny_config("translator", tiny, tmp_path / "translator", steps=8, lr=3e-3))
+  losses = _losses(tmp_path / "translator")
+  assert len(losses) == 8 and losses[-1] < losses[0]
+  assert translator["final_step"] == 8
+  previous = tmp_path / "translator"
+  for stage in ("pretrain", "finetune_encoder", "finetune_decoder"):
+    config = tiny_config(stage, tiny, tmp_path / stage, steps=3)
+    config.init_from = str(previous)
+    train(config)
+    assert len(_losses(tmp_path / stage)) == 3 and all(np.isfinite(_losses(tmp_path / stage)))
+    previous = tmp_path / stage
+  params, meta = load_encoder_package(str(tmp_path / "finetune_encoder" / "encoder_package"))
+  assert set(params) == {"img", "proj"} and meta["plan"]["description"] == "keep 0, translator 1, drop 2, keep 3"
+  assert meta["target"]["hidden_size"] == 32
+
+
+def test_init_from_a_missing_stage_fails_before_training(tiny, tmp_path):
+  config = tiny_config("pretrain", tiny, tmp_path / "pretrain")
+  config.init_from = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="run that stage first"):
+    train(config)
+
+
+def test_resume_with_another_plan_is_refused(tiny, tmp_path):
+  train(tiny_config("translator", tiny, tmp_path / "run", steps=2))
+  config = tiny_config("translator", tiny, tmp_path / "run", steps=4)
+  config.ranges = ((0, 2),)
+  with pytest.raises(ValueError, match="plan"):
+    train(config)
+
+
+def _cli_args(config):
+  model_dir, data = config.model.source, config.data
+  return [sys.executable, "-m", "graft_jax.main", f"--config=configs/{config.stage}.py",
+          f"--config.model.source={model_dir}", f"--config.data.out_dir={data.out_dir}",
+          f"--config.data.data_dir={data.data_dir}", "--config.vit.image_size=16", "--config.vit.patch_size=8",
+          "--config.vit.width=24", "--config.vit.depth=2", "--config.vit.heads=2", "--config.vit.mlp_dim=48",
+          "--config.ranges=((1, 2),)", f"--config.run_dir={config.run_dir}",
+          f"--config.train.steps={config.train.steps}", "--config.train.batch_size=8",
+          "--config.train.max_len=256", "--config.checkpoint.save_every=2"]
+
+
+def _wait_for(predicate, proc, timeout=240):
+  start = time.time()
+  while not predicate():
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert time.time() - start < timeout
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("kill", ["SIGTERM", "SIGKILL"])
+def test_killed_run_resumes_onto_the_uninterrupted_curve(tiny, tmp_path, kill):
+  reference = tiny_config("translator", tiny, tmp_path / "reference", steps=8)
+  train(reference)
+  expected = _losses(tmp_path / "reference")
+  config = tiny_config("translator", tiny, tmp_path / "killed", steps=8)
+  args = _cli_args(config)
+  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  ckpt = tmp_path / "killed" / "checkpoints"
+  if kill == "SIGTERM":
+    _wait_for(lambda: (tmp_path / "killed" / "metrics.jsonl").exists()
+              and len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) >= 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
+  else:
+    _wait_for(lambda: (ckpt / "2").is_dir(), proc)  # a committed periodic save
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+  stopped_at = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+  assert 0 < stopped_at < 8
+  resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed {tmp_path / 'killed'} at step" in resumed.stdout
+  np.testing.assert_allclose(_losses(tmp_path / "killed"), expected, rtol=1e-5)
