@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -138,3 +139,17 @@ def test_killed_run_resumes_onto_the_uninterrupted_curve(tiny, tmp_path, kill):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed {tmp_path / 'killed'} at step" in resumed.stdout
   np.testing.assert_allclose(_losses(tmp_path / "killed"), expected, rtol=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+  from graft_jax.train.checkpoint import RunCheckpointer  # pylint: disable=g-import-not-at-top
+  from graft_jax.train.loop import NonFiniteLossError  # pylint: disable=g-import-not-at-top
+  config = tiny_config("translator", tiny, tmp_path / "nan", steps=6, lr=1e30, warmup_ratio=0.0)
+  config.checkpoint.save_every = 1
+  with pytest.raises(NonFiniteLossError, match=r"at step \d+"):
+    train(config)
+  checkpointer = RunCheckpointer(str(tmp_path / "nan" / "checkpoints"), keep_last=2, save_every=0)
+  assert checkpointer.latest_step() is not None and checkpointer.latest_step() < 6
+  trained, _ = checkpointer.restore_trainable()
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trained))
+  checkpointer.close()

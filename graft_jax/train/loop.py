@@ -18,6 +18,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -60,6 +61,17 @@ def _check_finite(record: dict | None, batches: dict) -> None:
   rows = batches.get(step)
   raise NonFiniteLossError(f"Loss is {record['loss']} at step {step} (records {rows} of the batch); "
                            "stopping without a further checkpoint: the last saved one is intact")
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_params_finite(trainable, step: int) -> None:
+  if not bool(_all_finite(trainable)):
+    raise NonFiniteLossError(f"Trainable parameters became non-finite at step {step}; stopping "
+                             "without a further checkpoint: the last saved one is intact")
 
 
 def train(config) -> dict:
@@ -122,10 +134,15 @@ def train(config) -> dict:
       progress.update(record)
       last = record or last
       batch_rows.pop(step, None)
-      checkpointer.save(step + 1, state, iterator.get_state(), metadata)
+      if checkpointer.should_save(step + 1) or preempted.requested:
+        # Only a state whose own loss and parameters are finite is saved: wait for this step.
+        record = writer.flush()
+        _check_finite(record, batch_rows)
+        _check_params_finite(state.trainable, step + 1)
+        last = record or last
+        checkpointer.save(step + 1, state, iterator.get_state(), metadata, force=preempted.requested)
       if preempted.requested:
         writer.close()
-        checkpointer.save(step + 1, state, iterator.get_state(), metadata, force=True)
         checkpointer.close()
         print(preempted.message(step + 1))
         sys.exit(preempted.exit_code)
@@ -133,6 +150,7 @@ def train(config) -> dict:
     _check_finite(final, batch_rows)
     last = final or last
   progress.close()
+  _check_params_finite(state.trainable, total)
   checkpointer.save(total, state, iterator.get_state(), metadata, force=True)
   checkpointer.close()
   if skips.total:
