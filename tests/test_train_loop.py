@@ -153,3 +153,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
   trained, _ = checkpointer.restore_trainable()
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trained))
   checkpointer.close()
+
+
+def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from graft_jax.main import run_task  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("surrogate_cfg", os.path.join(REPO, "configs", "surrogate.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  model_dir, data = tiny
+  config.model.source, config.data, config.run_dir = model_dir, data, str(tmp_path / "route")
+  config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
+  config.ranges = ((1, 2),)
+  config.steps = {"translator": 4, "pretrain": 2, "finetune_encoder": 2}
+  config.batch_size, config.num_eval_chats, config.max_new_tokens = 8, 4, 3
+  config.prompts = ("What is 2 plus 2?",)
+  result = run_task(config)
+  assert set(result["stages"]) == {"translator", "pretrain", "finetune_encoder"}
+  assert result["trained_translator"]["kl_nats_per_token"] != result["untrained"]["kl_nats_per_token"]
+  assert (tmp_path / "route" / "finetune_encoder" / "encoder_package" / "package.json").exists()
+  assert (tmp_path / "route" / "surrogate.json").exists()
