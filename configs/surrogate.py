@@ -27,6 +27,7 @@ def get_config(arg=None):
       "num_eval_chats": 64,
       "eval_batch_size": 16,
       "seed": 0,
+      "distributed": False,
       "prompts": ("What is the capital of France?", "What is 12 plus 30?",
                   "Name a shape with three corners."),
       "max_new_tokens": 24,

@@ -74,6 +74,7 @@ def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.Conf
           "dynamic_loss_weights": False,
       },
       "mesh": (("data", -1), ("fsdp", 1), ("tensor", 1)),
+      "distributed": False,       # True on multi-host slices: jax.distributed.initialize() first
       "checkpoint": {"save_every": 50, "keep_last": 2},
       "log_every": 1,
   })

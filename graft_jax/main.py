@@ -21,6 +21,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file.", lo
 def run_task(config) -> object:
   if config.task not in TASKS:
     raise ValueError(f"Unknown task {config.task!r}; known tasks: {TASKS}")
+  if config.get("distributed", False):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()  # multi-host: TPU pod slices and GPU clusters detect their peers
   module = importlib.import_module(f"graft_jax.tasks.{config.task}")
   return module.run(config)
 
