@@ -12,6 +12,7 @@ import re
 from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
+from flax import traverse_util
 
 from graft_jax.convert.safetensors_io import SafetensorsCheckpoint
 from graft_jax.models.vit import VitConfig, param_shapes
@@ -102,7 +103,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: VitConfig) -> dict
   prefix = "vision_model." if "vision_model.post_layernorm.weight" in state_dict else ""
   hf = lambda name: prefix + name
   _check_layer_count(state_dict, prefix, config.depth)
-  expected = _flatten(param_shapes(config))
+  expected = traverse_util.flatten_dict(param_shapes(config), sep="/")
   dtype = np.dtype(config.param_dtype)
 
   flat, missing = {}, []
@@ -130,7 +131,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: VitConfig) -> dict
   unmapped = sorted(set(expected) - set(flat))
   if unmapped:  # the table and the module disagree: a bug here, not in the checkpoint
     raise AssertionError(f"No TABLE entry fills {unmapped}.")
-  return _unflatten(flat)
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def load_hf_vision(model_dir: str, **overrides: Any) -> tuple[VitConfig, dict]:
@@ -153,22 +154,3 @@ def _check_layer_count(state_dict: Mapping[str, Any], prefix: str, depth: int) -
                      f"num_hidden_layers={depth}.")
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[prefix + k] = v
-  return out
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict:
-  tree: dict = {}
-  for path, v in flat.items():
-    *parents, leaf = path.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree

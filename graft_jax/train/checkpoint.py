@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 ITEMS = ("trainable", "opt_state", "iterator", "metadata")
 RUN_METADATA_KEYS = ("config", "plan", "stage", "trainable_spec")
@@ -89,14 +90,9 @@ def run_metadata(config: Any, plan: Any, stage: str, trainable_spec: Any) -> dic
 
 def _unflatten_spec(spec: Mapping[str, dict]) -> dict:
   """A tree of ShapeDtypeStructs (on the first device) from `tree_spec`'s flat {path: spec}."""
-  tree: dict = {}
-  for path, leaf in spec.items():
-    node = tree
-    *parents, name = path.split("/")
-    for key in parents:
-      node = node.setdefault(key, {})
-    node[name] = _restore_target(jax.ShapeDtypeStruct(tuple(leaf["shape"]), jnp.dtype(leaf["dtype"])))
-  return tree
+  return traverse_util.unflatten_dict(
+      {path: _restore_target(jax.ShapeDtypeStruct(tuple(leaf["shape"]), jnp.dtype(leaf["dtype"])))
+       for path, leaf in spec.items()}, sep="/")
 
 
 def _restore_target(leaf):
