@@ -45,7 +45,16 @@ def vit_config() -> ml_collections.ConfigDict:
 
 
 def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.ConfigDict:
-  """A training stage on the embedded default (see graft_jax/train/stages.py for the stages)."""
+  """A training stage on the embedded default (see graft_jax/train/stages.py for the stages).
+
+  `lora` (graft_jax/train/lora.py; off at rank 0): LoRA adapters instead of the whole decoder, the
+  paper's cheaper stage-3 baseline, only for `finetune_decoder`. `--config.lora.rank=8` adds
+  adapters of rank 8, scaled by alpha / rank, on the `targets` projections of every layer
+  (names: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, or regexes over kernel paths),
+  and the rule "llm/.*" of `trainable` is then read as "lora/.*": the LoRA factors, `proj`, the
+  encoder's last 8 layers and its post-LN train, the decoder stays frozen. With custom `trainable`
+  rules, list "lora/.*" yourself; rules that train no LoRA factor or an adapted kernel are refused.
+  """
   from graft_jax.train.stages import get_stage  # pylint: disable=g-import-not-at-top
   s = get_stage(stage)
   defaults = {  # offline-scale choices; the paper's are in method.md section 4
@@ -63,6 +72,7 @@ def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.Conf
       # Translator ranges of the surrogate; () trains against the full target.
       "ranges": ((19, 28),) if s.on_surrogate else (),
       "trainable": s.trainable,
+      "lora": {"rank": 0, "alpha": 16.0, "targets": ("q_proj", "v_proj")},  # rank 0: off
       "init_from": "",            # run dir of the previous stage, e.g. runs/translator
       "run_dir": f"runs/{stage}",
       "data": data_config(),

@@ -91,10 +91,11 @@ def generate(params: dict, config: LlamaConfig, prompts: Sequence[Sequence[int]]
       params, embeddings, jnp.asarray(mask), jax.random.key(seed), config=config, segments=segments,
       max_new_tokens=max_new_tokens, eos_ids=tuple(int(e) for e in eos_ids), pad_id=pad_id,
       temperature=float(temperature), top_p=float(top_p))
-  return [_trim(row, eos_ids) for row in np.asarray(out).tolist()]
+  return [trim_at_end(row, eos_ids) for row in np.asarray(out).tolist()]
 
 
-def _trim(row: list[int], eos_ids: Sequence[int]) -> list[int]:
+def trim_at_end(row: list[int], eos_ids: Sequence[int]) -> list[int]:
+  """The row up to and including its first end token."""
   for j, t in enumerate(row):
     if t in eos_ids:
       return row[:j + 1]

@@ -12,6 +12,7 @@ stages that train the encoder side, the encoder package that grafting consumes.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -27,6 +28,7 @@ from graft_jax.train.checkpoint import (RunCheckpointer, export_encoder_package,
                                         target_identity)
 from graft_jax.train.data_setup import make_train_iterator
 from graft_jax.train.layout import make_layout
+from graft_jax.train.lora import LoraConfig, apply_lora, trainable_rules
 from graft_jax.train.loss import LossOptions
 from graft_jax.train.metrics import MetricsWriter, ProgressBar
 from graft_jax.train.model_setup import build_stage_model, tokenizer_fingerprint
@@ -78,7 +80,8 @@ def train(config) -> dict:
   """Runs (or resumes) one stage; returns {"run_dir", "final_step", "last_metrics"}."""
   stage = get_stage(config.stage)
   setup = build_stage_model(config, stage)
-  spec = list(config.trainable)
+  lora = LoraConfig.from_config(config.lora)
+  spec = trainable_rules(setup.params, config.trainable, lora)  # "llm/.*" -> "lora/.*" with LoRA on
   print(f"stage {stage.name}: {setup.plan.describe() if setup.plan else 'full target'}")
   print(describe(setup.params, spec))
 
@@ -100,7 +103,8 @@ def train(config) -> dict:
     teacher_params = jax.device_put(teacher_params, layout.teacher)
   step_fn = make_train_step(setup.model, layout, optimizer, options, config.train.microbatches,
                             decoder_only=stage.decoder_only, pad_id=setup.llm_config.pad_token_id or 0,
-                            schedule=schedule, teacher=teacher)
+                            schedule=schedule, teacher=teacher,
+                            params_transform=functools.partial(apply_lora, cfg=lora) if lora.enabled else None)
 
   iterator, skips = make_train_iterator(config, stage, setup.tokenizer, setup.model.image_len)
   metadata = run_metadata(config, setup.plan, stage.name, spec_strings(spec))

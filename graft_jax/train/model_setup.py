@@ -20,14 +20,15 @@ from graft_jax.models.vlm import VLM
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.train.checkpoint import RunCheckpointer, describe_plan
+from graft_jax.train.lora import DECODER_RULE, LoraConfig, init_lora
 from graft_jax.train.partition import merge, split
-from graft_jax.train.stages import Stage
+from graft_jax.train.stages import STAGES, Stage
 
 
 @dataclasses.dataclass
 class StageModel:
   model: VLM
-  params: dict                 # full starting params: {"llm"} or {"img", "proj", "llm"}
+  params: dict                 # full starting params: {"llm"} or {"img", "proj", "llm"[, "lora"]}
   plan: SurrogatePlan | None   # None: the full target
   target_llm: dict             # the full target's decoder params (teacher, grafting)
   llm_config: LlamaConfig
@@ -83,6 +84,11 @@ def load_previous_stage(params: dict, plan: SurrogatePlan | None, run_dir: str) 
 
 
 def build_stage_model(config, stage: Stage) -> StageModel:
+  lora = LoraConfig.from_config(config.lora)
+  if lora.enabled and (stage.on_surrogate or DECODER_RULE not in stage.trainable):
+    allowed = [s.name for s in STAGES.values() if not s.on_surrogate and DECODER_RULE in s.trainable]
+    raise ValueError(f"lora.rank={lora.rank}: LoRA adapts the full target's decoder, which only stage "
+                     f"{' / '.join(allowed)} trains, not {stage.name!r}; set --config.lora.rank=0")
   target, llm_config, tokenizer = load_from_config(config.model)
   plan = None
   if config.ranges:
@@ -96,4 +102,6 @@ def build_stage_model(config, stage: Stage) -> StageModel:
   params = {"llm": llm} if stage.decoder_only else {**init_encoder_side(model, config.vit.seed), "llm": llm}
   if config.init_from:
     params = load_previous_stage(params, plan, config.init_from)
+  if lora.enabled:
+    params = {**params, "lora": jax.tree.map(np.asarray, init_lora(params, lora, jax.random.key(config.train.seed)))}
   return StageModel(model, params, plan, target, llm_config, tokenizer)

@@ -45,6 +45,12 @@ DEFAULT_PARAM_RULES: ParamRules = (
     # [V, D]: vocab over both axes; fsdp on D makes XLA replicate the lookup's output (a warning)
     (r"(llm/)?embed/embedding", (("tensor", "fsdp"), None)),
     (r"(llm/)?head/kernel", ("fsdp", "tensor")),                    # [D, V]
+    # LoRA factors (train/lora.py) A [in, r], B [r, out]: in / out sharded like their kernel's,
+    # so A @ B lands in the kernel's layout; the rank dim stays whole
+    (r"lora/segments/[^/]+/(attn/(q|k|v)_proj|mlp/(gate|up)_proj)/a", ("fsdp", None)),
+    (r"lora/segments/[^/]+/(attn/(q|k|v)_proj|mlp/(gate|up)_proj)/b", (None, "tensor")),
+    (r"lora/segments/[^/]+/(attn/o_proj|mlp/down_proj)/a", ("tensor", None)),
+    (r"lora/segments/[^/]+/(attn/o_proj|mlp/down_proj)/b", (None, "fsdp")),
     # encoder blocks
     (r"img/blocks/attn/(q|k|v)_proj/kernel", ("fsdp", "tensor")),
     (r"img/blocks/attn/(q|k|v)_proj/bias", ("tensor",)),

@@ -44,7 +44,8 @@ def logits_fn(model: VLM, decoder_only: bool) -> Callable[[dict, Mapping[str, ja
 def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTransformation,
                     options: LossOptions = LossOptions(), num_microbatches: int = 1, *,
                     decoder_only: bool = False, pad_id: int = 0,
-                    schedule: optax.Schedule | None = None, teacher: VLM | None = None) -> Callable:
+                    schedule: optax.Schedule | None = None, teacher: VLM | None = None,
+                    params_transform: Callable[[dict], dict] | None = None) -> Callable:
   """The jitted step `(state, frozen, batch[, teacher_params]) -> (state, metrics)`.
 
   model: the VLM whose params are merge(state.trainable, frozen) (the surrogate when training
@@ -52,6 +53,9 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     params are {**stop_gradient(params), **teacher_params}, e.g. teacher_params = {"llm": full
     target}, so the teacher sees the current encoder (the graft of it) but passes no gradient.
   schedule: if given, metrics include the learning rate of this step.
+  params_transform: params -> params applied right after merge(trainable, frozen), inside the
+    differentiated objective (e.g. train/lora.py's apply_lora: adapters folded into the kernels);
+    the student and the teacher see its output. None: the identity.
   metrics (replicated float32 scalars): loss, ce, [kl], tokens/{supervised,image,text}, grad_norm
   (before clipping), [lr].
   """
@@ -67,6 +71,8 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
 
   def objective(trainable, frozen, micro, teacher_params):
     params = merge(trainable, frozen)
+    if params_transform is not None:
+      params = params_transform(params)
     logits = student_logits(params, micro)
     target = None
     if teacher_logits is not None:
