@@ -172,5 +172,27 @@ def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
   result = run_task(config)
   assert set(result["stages"]) == {"translator", "pretrain", "finetune_encoder"}
   assert result["trained_translator"]["kl_nats_per_token"] != result["untrained"]["kl_nats_per_token"]
-  assert (tmp_path / "route" / "finetune_encoder" / "encoder_package" / "package.json").exists()
+  package = tmp_path / "route" / "finetune_encoder" / "encoder_package"
+  assert (package / "package.json").exists()
   assert (tmp_path / "route" / "surrogate.json").exists()
+
+  # Ask the trained encoder about an image, grafted onto the full target and on the surrogate.
+  spec = importlib.util.spec_from_file_location("infer_cfg", os.path.join(REPO, "configs", "infer.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  infer = module.get_config()
+  infer.model.source, infer.package = model_dir, str(package)
+  infer.surrogate_from = str(tmp_path / "route" / "pretrain")
+  infer.image = os.path.join(data.out_dir, "shapes", "images", "test", "000000.png")
+  infer.max_new_tokens = 4
+  for decoder in ("target", "surrogate"):
+    infer.decoder = decoder
+    assert isinstance(run_task(infer), str)
+
+  # A package is refused by a target it was not trained for.
+  from graft_jax.convert.load import load_model  # pylint: disable=g-import-not-at-top
+  from graft_jax.graft import load_package_for  # pylint: disable=g-import-not-at-top
+  from graft_jax.train.checkpoint import CheckpointMismatchError  # pylint: disable=g-import-not-at-top
+  _, llm_config = load_model(model_dir)
+  with pytest.raises(CheckpointMismatchError, match="hidden_size: package 32 != target 48"):
+    load_package_for(str(package), llm_config.replace(hidden_size=48), load_tokenizer())
