@@ -189,6 +189,19 @@ def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
     infer.decoder = decoder
     assert isinstance(run_task(infer), str)
 
+  # Score it on the test split, both ways, with a report written.
+  spec = importlib.util.spec_from_file_location("eval_cfg", os.path.join(REPO, "configs", "evaluate.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  evaluation = module.get_config()
+  evaluation.model.source, evaluation.package = model_dir, str(package)
+  evaluation.surrogate_from = str(tmp_path / "route" / "pretrain")
+  evaluation.eval_file = os.path.join(data.out_dir, "shapes", "test.json")
+  evaluation.out_dir, evaluation.max_new_tokens, evaluation.batch_size = str(tmp_path / "eval"), 3, 4
+  scores = run_task(evaluation)
+  assert len(scores) == 2 and all(s["overall"]["n"] == 4 for s in scores.values())
+  assert (tmp_path / "eval" / "results.md").exists()
+
   # A package is refused by a target it was not trained for.
   from graft_jax.convert.load import load_model  # pylint: disable=g-import-not-at-top
   from graft_jax.graft import load_package_for  # pylint: disable=g-import-not-at-top
