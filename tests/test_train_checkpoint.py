@@ -153,13 +153,9 @@ def test_uncommitted_step_is_ignored(tmp_path):
   with ck.RunCheckpointer(str(tmp_path), keep_last=3, save_every=1) as ckpt:
     _save(ckpt, 2)
     ckpt.wait()
-    # A save that dies half-way: the iterator state cannot be written, the other items may be.
-    with pytest.raises(TypeError, match="not JSON serializable"):
-      ckpt.save(4, _state(4), {"bad": object()}, _meta(), force=True)
-      ckpt.wait()
-    assert [p for p in os.listdir(tmp_path) if p.startswith("4.orbax-checkpoint-tmp")]
-    assert ckpt.latest_step() == 2 and ckpt.all_steps() == [2]
-  # What a crash mid-write leaves: a step directory Orbax never renamed into place.
+  # What a crash mid-write leaves: a step directory Orbax never renamed into place. (A save made to
+  # fail inside Orbax's background threads raises TypeError or OSError depending on thread timing,
+  # so the crash is simulated by its on-disk result instead.)
   partial = tmp_path / "9.orbax-checkpoint-tmp-1700000000000000"
   (partial / "trainable").mkdir(parents=True)
   (partial / "trainable" / "half_written").write_bytes(b"\0" * 10)
