@@ -1,25 +1,18 @@
 """Every config file loads, names a known task, and refuses unknown keys once locked."""
 import glob
-import importlib.util
 import os
 
 import pytest
 
 from graft_jax.main import TASKS
+from tests.config_files import load_config
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
-def _load(path):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_loads_and_names_a_task(path):
-  config = _load(path)
+  config = load_config(path)
   assert config.task in TASKS
   config.lock()
   with pytest.raises(AttributeError):

@@ -1,17 +1,12 @@
 """`configs/data.py` end to end on a small size: files, ArrayRecord copies and statistics."""
-import importlib.util
-import os
 
 from graft_jax.data.tfds_builders import load_source
 from graft_jax.main import run_task
+from tests.config_files import load_config
 
 
 def _config(tmp_path):
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "data.py")
-  spec = importlib.util.spec_from_file_location("data_cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config("data")
   config.out_dir, config.data_dir = str(tmp_path / "out"), str(tmp_path / "tfds")
   config.shapes_splits = (("train", 12), ("val", 4), ("test", 4))
   config.text_splits = (("train", 10), ("val", 3))

@@ -20,6 +20,7 @@ from graft_jax.train.checkpoint import load_encoder_package
 from graft_jax.train.loop import train
 from graft_jax.train.metrics import read_metrics
 from graft_jax.train.signals import PREEMPTED_EXIT_CODE
+from tests.config_files import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,12 +157,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
 
 
 def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
-  import importlib.util  # pylint: disable=g-import-not-at-top
   from graft_jax.main import run_task  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("surrogate_cfg", os.path.join(REPO, "configs", "surrogate.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config("surrogate")
   model_dir, data = tiny
   config.model.source, config.data, config.run_dir = model_dir, data, str(tmp_path / "route")
   config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
@@ -177,10 +174,7 @@ def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
   assert (tmp_path / "route" / "surrogate.json").exists()
 
   # Ask the trained encoder about an image, grafted onto the full target and on the surrogate.
-  spec = importlib.util.spec_from_file_location("infer_cfg", os.path.join(REPO, "configs", "infer.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  infer = module.get_config()
+  infer = load_config("infer")
   infer.model.source, infer.package = model_dir, str(package)
   infer.surrogate_from = str(tmp_path / "route" / "pretrain")
   infer.image = os.path.join(data.out_dir, "shapes", "images", "test", "000000.png")
@@ -190,10 +184,7 @@ def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
     assert isinstance(run_task(infer), str)
 
   # Score it on the test split, both ways, with a report written.
-  spec = importlib.util.spec_from_file_location("eval_cfg", os.path.join(REPO, "configs", "evaluate.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  evaluation = module.get_config()
+  evaluation = load_config("evaluate")
   evaluation.model.source, evaluation.package = model_dir, str(package)
   evaluation.surrogate_from = str(tmp_path / "route" / "pretrain")
   evaluation.eval_file = os.path.join(data.out_dir, "shapes", "test.json")
