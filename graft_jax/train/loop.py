@@ -123,40 +123,39 @@ def train(config) -> dict:
   progress = ProgressBar(total, initial=start, desc=stage.name)
   batch_rows: dict[int, list[int]] = {}
   last = None
-  with preemption_guard() as preempted:
-    tick = time.perf_counter()
-    for step in range(start, total):
-      batch = next(iterator)
-      batch_rows[step + 1] = batch["record_index"].tolist()
-      tokens = int(batch["valid"].sum())
-      state, metrics = step_fn(state, frozen, _global_batch(batch, layout.batch), teacher_params)
-      now = time.perf_counter()
-      record = writer.write(step + 1, {**metrics, "step_time_s": now - tick,
-                                       "tokens_per_s": tokens / max(now - tick, 1e-9)})
-      tick = now
-      _check_finite(record, batch_rows)
-      progress.update(record)
-      last = record or last
-      batch_rows.pop(step, None)
-      if checkpointer.should_save(step + 1) or preempted.requested:
-        # Only a state whose own loss and parameters are finite is saved: wait for this step.
-        record = writer.flush()
+  with checkpointer:  # closing waits for pending saves, also when the run stops on an error
+    with preemption_guard() as preempted:
+      tick = time.perf_counter()
+      for step in range(start, total):
+        batch = next(iterator)
+        batch_rows[step + 1] = batch["record_index"].tolist()
+        tokens = int(batch["valid"].sum())
+        state, metrics = step_fn(state, frozen, _global_batch(batch, layout.batch), teacher_params)
+        now = time.perf_counter()
+        record = writer.write(step + 1, {**metrics, "step_time_s": now - tick,
+                                         "tokens_per_s": tokens / max(now - tick, 1e-9)})
+        tick = now
         _check_finite(record, batch_rows)
-        _check_params_finite(state.trainable, step + 1)
+        progress.update(record)
         last = record or last
-        checkpointer.save(step + 1, state, iterator.get_state(), metadata, force=preempted.requested)
-      if preempted.requested:
-        writer.close()
-        checkpointer.close()
-        print(preempted.message(step + 1))
-        sys.exit(preempted.exit_code)
-    final = writer.close()
-    _check_finite(final, batch_rows)
-    last = final or last
-  progress.close()
-  _check_params_finite(state.trainable, total)
-  checkpointer.save(total, state, iterator.get_state(), metadata, force=True)
-  checkpointer.close()
+        batch_rows.pop(step, None)
+        if checkpointer.should_save(step + 1) or preempted.requested:
+          # Only a state whose own loss and parameters are finite is saved: wait for this step.
+          record = writer.flush()
+          _check_finite(record, batch_rows)
+          _check_params_finite(state.trainable, step + 1)
+          last = record or last
+          checkpointer.save(step + 1, state, iterator.get_state(), metadata, force=preempted.requested)
+        if preempted.requested:
+          writer.close()
+          print(preempted.message(step + 1))
+          sys.exit(preempted.exit_code)
+      final = writer.close()
+      _check_finite(final, batch_rows)
+      last = final or last
+    progress.close()
+    _check_params_finite(state.trainable, total)
+    checkpointer.save(total, state, iterator.get_state(), metadata, force=True)
   if skips.total:
     logging.warning("Training data skips: %s", skips.summary())
   if not stage.decoder_only:
