@@ -2,6 +2,7 @@
 onto the full target (the evaluation prompt: the first image-prompt phrase, greedy by default)."""
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 
 from graft_jax.data.images import load_image, preprocess_image
@@ -32,14 +33,9 @@ def vlm_for(config, target, llm_config, tokenizer) -> tuple[VLM, dict, str]:
     described = f"surrogate ({plan.describe()})"
   else:
     raise ValueError(f"decoder must be 'target' or 'surrogate', got {config.decoder!r}")
-  vit = vit_from_config(_as_config(meta["encoder_config"]))
+  vit = vit_from_config(ml_collections.ConfigDict(meta["encoder_config"]))
   model = VLM(vit, llm_config, plan.segments if plan else None, meta["encoder_config"]["projector_depth"])
   return model, params, described
-
-
-def _as_config(d: dict):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict(d)
 
 
 def run(config) -> str:

@@ -33,7 +33,7 @@ from graft_jax.train.loss import LossOptions
 from graft_jax.train.metrics import MetricsWriter, ProgressBar
 from graft_jax.train.model_setup import build_stage_model, tokenizer_fingerprint
 from graft_jax.train.optimizer import make_optimizer, make_schedule
-from graft_jax.train.partition import describe, spec_strings, split
+from graft_jax.train.partition import describe, merge, spec_strings, split
 from graft_jax.train.signals import preemption_guard
 from graft_jax.train.stages import get_stage
 from graft_jax.train.step import make_train_step
@@ -165,7 +165,6 @@ def train(config) -> dict:
 
 def _export_package(config, setup, state, frozen) -> None:
   """The encoder side (encoder, adapter, start/end of image) as grafting's input."""
-  from graft_jax.train.partition import merge  # pylint: disable=g-import-not-at-top
   path = os.path.join(config.run_dir, "encoder_package")
   if os.path.exists(path):
     logging.info("%s exists; not overwritten", path)
