@@ -9,7 +9,10 @@ import pytest
 from graft_jax.data import batching
 from graft_jax.data.templates import EncodedSample, expand_image_slot
 from graft_jax.train.batch import expand_batch, split_microbatches
-from graft_jax.train.loss import LossOptions, dynamic_loss_weights, global_token_mean, token_kl
+from graft_jax.train.loss import (LossOptions, batch_weights, dynamic_loss_weights, gather_positions,
+                                  global_token_mean, loss_sums, selected_loss_sums, supervised_positions,
+                                  targets_and_mask, token_kl)
+from graft_jax.train.step import supervised_cap
 
 
 def _log_softmax(x):
@@ -134,3 +137,44 @@ def test_microbatches_stride_over_rows():
   np.testing.assert_array_equal(micro["x"][1], [[2, 3], [8, 9]])
   with pytest.raises(ValueError, match="multiple of num_microbatches"):
     split_microbatches(batch, 4)
+
+
+def test_supervised_positions_gather_each_rows_targets_in_order():
+  supervised = np.array([[False, True, False, True, True], [False] * 5, [True] * 5])
+  pos, keep = supervised_positions(jnp.asarray(supervised), cap=5)
+  np.testing.assert_array_equal(np.asarray(keep), supervised[:, :5].sum(1, keepdims=True) > np.arange(5))
+  np.testing.assert_array_equal(np.asarray(pos)[0, :3], [1, 3, 4])
+  np.testing.assert_array_equal(np.asarray(pos)[2], np.arange(5))
+  x = jnp.arange(15).reshape(3, 5)
+  np.testing.assert_array_equal(np.asarray(gather_positions(x, pos))[0, :3], [1, 3, 4])
+
+
+def test_supervised_cap_rounds_the_largest_row_up_and_stays_within_the_row():
+  mask = np.zeros((2, 40), bool)
+  mask[0, 5:12] = True   # targets 5..11: 7 in row 0
+  mask[1, 1:20] = True   # 19 in row 1
+  batch = {"tokens": np.zeros((2, 40), np.int32), "loss_mask": mask, "valid": np.ones((2, 40), bool)}
+  assert supervised_cap(batch) == 32
+  assert supervised_cap(batch, multiple=8) == 24
+  batch["tokens"] = np.zeros((2, 21), np.int32)
+  batch["loss_mask"], batch["valid"] = mask[:, :21], batch["valid"][:, :21]
+  assert supervised_cap(batch) == 20  # never more than T - 1
+  batch["loss_mask"] = np.zeros((2, 21), bool)
+  assert supervised_cap(batch) == 1
+
+
+def test_loss_at_selected_positions_equals_the_full_sequence_loss():
+  rng = np.random.default_rng(0)
+  logits, teacher = (rng.normal(size=(3, 9, 11)).astype(np.float32) for _ in range(2))
+  tokens = rng.integers(0, 11, size=(3, 9))
+  mask = rng.random((3, 9)) < 0.4
+  batch = _text_batch(tokens, mask)
+  options = LossOptions(kl_weight=0.3)
+  full = loss_sums(jnp.asarray(logits), batch, batch_weights(batch, options), options, jnp.asarray(teacher))
+  targets, supervised = targets_and_mask(batch)
+  pos, keep = supervised_positions(jnp.asarray(supervised), cap=8)
+  take = lambda x: gather_positions(jnp.asarray(x)[:, :-1], pos)
+  picked = selected_loss_sums(take(logits), gather_positions(jnp.asarray(targets), pos), keep,
+                              gather_positions(batch_weights(batch, options), pos), options, take(teacher))
+  for key in ("objective", "ce_sum", "kl_sum"):
+    np.testing.assert_allclose(picked[key], full[key], rtol=1e-6, err_msg=key)

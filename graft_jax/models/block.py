@@ -34,12 +34,23 @@ class RMSNorm(nn.Module):
     return scale.astype(self.dtype) * x32.astype(self.dtype)
 
 
+def attend(q, k, v, mask, impl: str = "xla"):
+  """q float[B, T, H, hd], k/v float[B, S, K, hd], mask bool[B, 1, T, S] -> float[B, T, H, hd].
+
+  mask None means causal only (T == S), left to the kernel (`is_causal`); impl "xla" or "cudnn".
+  """
+  implementation = None if impl == "xla" else impl
+  if mask is None:
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
 class Attention(nn.Module):
   config: LlamaConfig
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, cache: LayerCache | None, cache_index):
-    """x: float[B, T, D]; mask: bool[B, 1, T, S]; returns (float[B, T, D], updated cache or None)."""
+    """x: float[B, T, D]; mask: bool[B, 1, T, S] or None (causal); returns (float[B, T, D], updated cache or None)."""
     c = self.config
     b, t, _ = x.shape
     q = _dense(c.num_heads * c.head_dim, c, ("embed", "heads"), "q_proj")(x)
@@ -54,7 +65,7 @@ class Attention(nn.Module):
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
       cache = {"k": k, "v": v}
       k, v = k.astype(q.dtype), v.astype(q.dtype)
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = attend(q, k, v, mask, c.attention_impl)
     out = out.reshape(b, t, c.num_heads * c.head_dim)
     return _dense(c.hidden_size, c, ("heads", "embed"), "o_proj")(out), cache
 

@@ -17,6 +17,9 @@ class RopeScaling:
   rope_type: str = "llama3"
 
 
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
   """Shapes and numerics of a Llama-architecture decoder (field names follow HF's LlamaConfig)."""
@@ -38,10 +41,16 @@ class LlamaConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat_policy: str = "none"
+  # "xla": jax.nn.dot_product_attention with a dense boolean mask (the default, any platform).
+  # "cudnn": cuDNN flash attention (GPU, bf16/fp16); without a KV cache or an attention_mask the
+  # decoder then passes no dense mask and asks for the kernel's own causal masking.
+  attention_impl: str = "xla"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl={self.attention_impl!r}; choose from {ATTENTION_IMPLS}")
 
   @property
   def jnp_dtype(self):

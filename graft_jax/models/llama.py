@@ -116,11 +116,14 @@ class Decoder(nn.Module):
     if positions is None:
       positions = jnp.broadcast_to(cache_index + jnp.arange(t)[None, :], (b, t))
     kv_len = t if cache is None else next(iter(cache.values()))["k"].shape[2]
+    explicit_mask = attention_mask
     if attention_mask is None:
       attention_mask = jnp.ones((b, kv_len), dtype=bool)
     query_index = cache_index + jnp.arange(t)
     causal = jnp.arange(kv_len)[None, :] <= query_index[:, None]  # [T, S]
     mask = (causal[None] & attention_mask[:, None, :].astype(bool))[:, None]  # [B, 1, T, S]
+    if self.config.attention_impl != "xla" and cache is None and explicit_mask is None:
+      mask = None  # causal only: the fused kernel masks by itself, no dense [B, 1, T, S] mask
     cos, sin = rope_tables(self.config, positions)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     x, cache, hidden = self.stack(x, cache, cos, sin, mask, cache_index)

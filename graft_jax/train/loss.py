@@ -93,28 +93,59 @@ def batch_weights(batch: Mapping[str, jax.Array], options: LossOptions) -> jax.A
   return dynamic_loss_weights(targets, supervised, batch["image_pos"] >= 0, options.end_of_turn_ids)
 
 
+def supervised_positions(supervised: jax.Array, cap: int) -> tuple[jax.Array, jax.Array]:
+  """bool[B, N] -> (positions int32[B, C], keep bool[B, C]), C = cap: each row's supervised
+  positions in order, padded with position 0 and keep False. A row with more than `cap`
+  supervised positions would lose some: callers take cap >= the largest row count
+  (`supervised_cap`)."""
+  pos = jax.vmap(lambda row: jnp.nonzero(row, size=cap, fill_value=0)[0])(supervised)
+  keep = jnp.arange(cap)[None, :] < supervised.sum(axis=1, keepdims=True)
+  return pos.astype(jnp.int32), keep
+
+
+def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+  """x [B, N, ...], positions int[B, C] -> [B, C, ...]."""
+  index = positions.reshape(positions.shape + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, index, axis=1)
+
+
+def selected_loss_sums(logits: jax.Array, targets: jax.Array, keep: jax.Array, weights: jax.Array,
+                       options: LossOptions, teacher_logits: jax.Array | None = None) -> dict[str, jax.Array]:
+  """The loss numerators over selected targets: logits (and teacher_logits) float[B, C, V] that
+  predict targets int[B, C]; keep bool[B, C] marks real supervised targets, weights float32[B, C]
+  their weights. Returns float32 scalars objective, ce_sum and (kl_weight > 0) kl_sum."""
+  ce = jnp.where(keep, token_cross_entropy(logits, targets), 0.0)
+  out = {"ce_sum": ce.sum(), "objective": options.ce_weight * (weights * ce).sum()}
+  if options.kl_weight > 0:
+    if teacher_logits is None:
+      raise ValueError("LossOptions.kl_weight > 0 needs teacher logits")
+    kl = jnp.where(keep, token_kl(logits, teacher_logits), 0.0)
+    out["kl_sum"] = kl.sum()
+    out["objective"] = out["objective"] + options.kl_weight * (weights * kl).sum()
+  return out
+
+
+def token_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """float32 scalars: supervised targets, image_tokens (image-slot positions), text_tokens (valid
+  text positions) of a (micro-)batch."""
+  image = batch.get("image_mask", jnp.zeros_like(batch["valid"]))
+  return {"supervised": targets_and_mask(batch)[1].sum().astype(jnp.float32),
+          "image_tokens": image.sum().astype(jnp.float32),
+          "text_tokens": (batch["valid"] & ~image).sum().astype(jnp.float32)}
+
+
 def loss_sums(logits: jax.Array, batch: Mapping[str, jax.Array], weights: jax.Array,
               options: LossOptions, teacher_logits: jax.Array | None = None) -> dict[str, jax.Array]:
   """Sums over one (micro-)batch; divide by the global N once. logits (and teacher_logits)
   float[B, T, V] over the whole sequence, weights float32[B, T-1] from `batch_weights`.
 
   Returns float32 scalars: objective (the weighted numerator of the loss), ce_sum and kl_sum
-  (unweighted), and token counts supervised, image_tokens (image-slot positions), text_tokens
-  (valid text positions)."""
+  (unweighted), and the `token_counts`. The train step computes the same sums from logits at
+  the supervised positions only (`supervised_positions`, `selected_loss_sums`)."""
   targets, supervised = targets_and_mask(batch)
-  ce = jnp.where(supervised, token_cross_entropy(logits[:, :-1], targets), 0.0)
-  out = {"ce_sum": ce.sum(), "objective": options.ce_weight * (weights * ce).sum()}
-  if options.kl_weight > 0:
-    if teacher_logits is None:
-      raise ValueError("LossOptions.kl_weight > 0 needs teacher logits")
-    kl = jnp.where(supervised, token_kl(logits[:, :-1], teacher_logits[:, :-1]), 0.0)
-    out["kl_sum"] = kl.sum()
-    out["objective"] = out["objective"] + options.kl_weight * (weights * kl).sum()
-  image = batch.get("image_mask", jnp.zeros_like(batch["valid"]))
-  out["supervised"] = supervised.sum().astype(jnp.float32)
-  out["image_tokens"] = image.sum().astype(jnp.float32)
-  out["text_tokens"] = (batch["valid"] & ~image).sum().astype(jnp.float32)
-  return out
+  teacher = None if teacher_logits is None else teacher_logits[:, :-1]
+  out = selected_loss_sums(logits[:, :-1], targets, supervised, weights, options, teacher)
+  return {**out, **token_counts(batch)}
 
 
 def sum_keys(options: LossOptions) -> tuple[str, ...]:

@@ -10,14 +10,21 @@ lax.scan sums, per micro-batch, the gradient of the weighted CE/KL numerator w.r
 tree only (`jax.value_and_grad(objective)(trainable, frozen, micro)`) plus the loss sums and
 token counts. Gradients and losses are divided once by the global number of supervised targets,
 so k micro-batches equal one step on the whole batch. The state is donated.
+
+The LM head runs only where there is a target: the decoder returns final-normed hidden states,
+each row's supervised positions are gathered (at most C per row, C = `supervised_cap` of the
+batch: the largest row count rounded up to 16, so a handful of values compile), and logits
+float[B, C, V] are taken there. In stage 2 that is ~10 of ~100 positions per row.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 import optax
 
@@ -26,8 +33,9 @@ from graft_jax.models.vlm import VLM
 from graft_jax.train import sharding
 from graft_jax.train.batch import expand_batch, split_microbatches
 from graft_jax.train.layout import TrainLayout
-from graft_jax.train.loss import (LossOptions, batch_weights, finalize, loss_sums, sum_keys,
-                                  targets_and_mask)
+from graft_jax.train.loss import (LossOptions, batch_weights, finalize, gather_positions,
+                                  selected_loss_sums, sum_keys, supervised_positions, targets_and_mask,
+                                  token_counts)
 from graft_jax.train.partition import merge
 from graft_jax.train.state import TrainState
 
@@ -35,10 +43,34 @@ from graft_jax.train.state import TrainState
 def logits_fn(model: VLM, decoder_only: bool) -> Callable[[dict, Mapping[str, jax.Array]], jax.Array]:
   """(params, batch) -> logits float[B, T, V]. decoder_only runs `params["llm"]` on the tokens
   alone (no vision tower: text-only stages); otherwise the VLM on a slot-expanded batch."""
+  hidden, head = hidden_and_head_fns(model, decoder_only)
+  return lambda params, b: head(params, hidden(params, b))
+
+
+def hidden_and_head_fns(model: VLM, decoder_only: bool) -> tuple[Callable, Callable]:
+  """((params, batch) -> final-normed hidden float[B, T, D], (params, float[..., D]) -> logits
+  float[..., V]): the decoder without and then only its LM head, so logits can be taken at a
+  few positions. decoder_only as in `logits_fn`."""
+  decoder = Decoder(model.llm, model.segments)
+  head = lambda params, h: decoder.apply({"params": params["llm"]}, h, method="logits")
   if decoder_only:
-    decoder = Decoder(model.llm, model.segments)
-    return lambda params, b: decoder.apply({"params": params["llm"]}, b["tokens"])[0]
-  return lambda params, b: model.apply({"params": params}, b["tokens"], b["images"], b["image_pos"])[0]
+    return (lambda params, b: decoder.apply({"params": params["llm"]}, b["tokens"], return_logits=False)[0],
+            head)
+  return (lambda params, b: model.apply({"params": params}, b["tokens"], b["images"], b["image_pos"],
+                                        return_logits=False)[0], head)
+
+
+def supervised_cap(batch: Mapping[str, Any], multiple: int = 16) -> int:
+  """The number C of positions per row at which the step takes logits: the largest count of
+  supervised targets in a row of the global batch, rounded up to `multiple` (so a handful of
+  values, each compiled once) and at most T - 1. On several hosts the count is agreed with
+  process_allgather so every host compiles the same program."""
+  supervised = np.asarray(batch["loss_mask"])[:, 1:] & np.asarray(batch["valid"])[:, 1:]
+  count = int(supervised.sum(axis=1).max(initial=0))
+  if jax.process_count() > 1:
+    count = int(np.max(multihost_utils.process_allgather(np.asarray(count))))
+  width = np.asarray(batch["tokens"]).shape[1] - 1
+  return max(1, min(width, -(-count // multiple) * multiple))
 
 
 def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTransformation,
@@ -66,23 +98,28 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     raise ValueError(f"num_microbatches must be >= 1, got {k}")
   mesh = layout.mesh
   axes = sharding.batch_axes(mesh)
-  student_logits = logits_fn(model, decoder_only)
-  teacher_logits = None if teacher is None else logits_fn(teacher, decoder_only)
+  student_hidden, student_head = hidden_and_head_fns(model, decoder_only)
+  teacher_fns = None if teacher is None else hidden_and_head_fns(teacher, decoder_only)
 
-  def objective(trainable, frozen, micro, teacher_params):
+  def objective(trainable, frozen, micro, teacher_params, cap):
     params = merge(trainable, frozen)
     if params_transform is not None:
       params = params_transform(params)
-    logits = student_logits(params, micro)
+    targets, supervised = targets_and_mask(micro)
+    pos, keep = supervised_positions(supervised, cap)  # logits only where there is a target
+    logits_at = lambda fns, p: fns[1](p, gather_positions(fns[0](p, micro)[:, :-1], pos))
+    logits = logits_at((student_hidden, student_head), params)
     target = None
-    if teacher_logits is not None:
-      target = teacher_logits({**jax.lax.stop_gradient(params), **teacher_params}, micro)
-    sums = loss_sums(logits, micro, micro["weights"], options, target)
+    if teacher_fns is not None:
+      target = logits_at(teacher_fns, {**jax.lax.stop_gradient(params), **teacher_params})
+    sums = selected_loss_sums(logits, gather_positions(targets, pos), keep,
+                              gather_positions(micro["weights"], pos), options, target)
+    sums.update(token_counts(micro))
     return sums["objective"], sums
 
   grad_fn = jax.grad(objective, has_aux=True)
 
-  def step(state: TrainState, frozen, batch, teacher_params):
+  def step(state: TrainState, frozen, batch, teacher_params, cap):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(layout.logical_rules):
       if decoder_only:  # tokens as they are; images unused
         batch = {key: value for key, value in batch.items() if key != "images"}
@@ -93,7 +130,7 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
       micro = split_microbatches({**batch, "weights": weights}, k, axes)
 
       def body(carry, mb):
-        grads, sums = grad_fn(state.trainable, frozen, mb, teacher_params)
+        grads, sums = grad_fn(state.trainable, frozen, mb, teacher_params, cap)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
       zero_grads = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.trainable)
@@ -109,8 +146,16 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     return TrainState(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
 
   teacher_sh = layout.teacher if teacher is not None else None
-  jitted = jax.jit(step, in_shardings=(layout.state, layout.frozen, layout.batch, teacher_sh),
-                   out_shardings=(layout.state, layout.replicated), donate_argnums=(0,))
+  compiled_by_cap: dict[int, Callable] = {}
+
+  def jitted_for(cap: int) -> Callable:
+    """The step jitted for `cap` logit positions per row (one compilation per value)."""
+    if cap not in compiled_by_cap:
+      compiled_by_cap[cap] = jax.jit(
+          functools.partial(step, cap=cap), in_shardings=(layout.state, layout.frozen, layout.batch, teacher_sh),
+          out_shardings=(layout.state, layout.replicated), donate_argnums=(0,))
+    return compiled_by_cap[cap]
+
   rows = k * sharding.batch_size_multiple(mesh)
 
   def train_step(state: TrainState, frozen, batch: Mapping[str, Any], teacher_params=None):
@@ -121,7 +166,7 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
       raise ValueError(f"Batch size {b} must be a multiple of num_microbatches x batch shards = {rows}")
     if decoder_only and isinstance(batch.get("has_image"), np.ndarray) and batch["has_image"].any():
       raise ValueError("A decoder_only step got a batch with images")
-    return jitted(state, frozen, batch, teacher_params)
+    return jitted_for(supervised_cap(batch))(state, frozen, batch, teacher_params)
 
-  train_step.jitted = jitted
+  train_step.jitted_for = jitted_for
   return train_step

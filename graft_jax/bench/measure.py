@@ -1,0 +1,123 @@
+"""Timing, memory and peak-FLOP/s measurements for the benchmarks.
+
+  with PeakMemory() as mem: ...          # host RSS peak (sampled) and device peak bytes, if any
+  timing = time_steps(run_step, warmup=2, steps=5)   # first call, then the median of `steps`
+  peak = matmul_peak_flops()             # FLOP/s of a jitted square matmul on this backend
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import statistics
+import threading
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def host_rss_bytes() -> int:
+  """Current resident set size of this process (psutil if present, else /proc, else the peak)."""
+  try:
+    import psutil  # pylint: disable=g-import-not-at-top
+    return int(psutil.Process().memory_info().rss)
+  except ImportError:
+    pass
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except OSError:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def device_memory_stats(device=None) -> dict:
+  """The device allocator's stats (GPU/TPU: bytes_in_use, peak_bytes_in_use, ...); {} on CPU."""
+  device = device or jax.devices()[0]
+  try:
+    return dict(device.memory_stats() or {})
+  except Exception:  # pylint: disable=broad-except  # CPU backends may raise or return None
+    return {}
+
+
+class PeakMemory:
+  """Context manager: samples host RSS every `interval_s` in a thread; on exit `host_peak_bytes`,
+  `host_start_bytes` and, where the device reports it, `device_peak_bytes` (the allocator's
+  peak since process start: run one stage per process for a per-stage number)."""
+
+  def __init__(self, interval_s: float = 0.02):
+    self.interval_s = interval_s
+    self.host_start_bytes = self.host_peak_bytes = 0
+    self.device_peak_bytes: int | None = None
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+
+  def _sample(self):
+    while not self._stop.wait(self.interval_s):
+      self.host_peak_bytes = max(self.host_peak_bytes, host_rss_bytes())
+
+  def __enter__(self) -> "PeakMemory":
+    self.host_start_bytes = self.host_peak_bytes = host_rss_bytes()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.host_peak_bytes = max(self.host_peak_bytes, host_rss_bytes())
+    stats = device_memory_stats()
+    if "peak_bytes_in_use" in stats:
+      self.device_peak_bytes = int(stats["peak_bytes_in_use"])
+    return False
+
+  def as_dict(self) -> dict:
+    return {"host_rss_start_bytes": self.host_start_bytes, "host_rss_peak_bytes": self.host_peak_bytes,
+            "device_peak_bytes": self.device_peak_bytes}
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """first_call_s: the first call (compilation + one run); step_s: median of the timed calls;
+  compile_s: first_call_s - step_s (an estimate of compilation and first-run overheads)."""
+  first_call_s: float
+  step_s: float
+  compile_s: float
+  times_s: tuple[float, ...]
+
+
+def time_steps(run: Callable[[], None], warmup: int = 1, steps: int = 5) -> Timing:
+  """Times `run` (which must block until its work is done): one first call, `warmup` untimed
+  calls, then `steps` timed calls whose median is the step time."""
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"Need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+  start = time.perf_counter()
+  run()
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  return Timing(first_call_s=first, step_s=median, compile_s=max(first - median, 0.0), times_s=tuple(times))
+
+
+def matmul_peak_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5, device=None) -> float:
+  """Measured peak FLOP/s of this backend: the best of `repeats` runs of a jitted [n, n] @ [n, n]
+  matmul in `dtype` (2 n^3 FLOPs), after a warm-up; a practical ceiling for MFU on a CPU."""
+  device = device or jax.devices()[0]
+  key_a, key_b = jax.random.split(jax.random.key(0))
+  a = jax.device_put(jax.random.normal(key_a, (n, n), dtype), device)
+  b = jax.device_put(jax.random.normal(key_b, (n, n), dtype), device)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best
