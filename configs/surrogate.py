@@ -1,34 +1,64 @@
-"""The main job (`make run`): the surrogate route on the embedded default (SmolLM2-135M-Instruct),
-translator -> stage 1 -> stage 2, with the surrogate's fidelity measured before and after the
-translator is trained. Rerunning resumes; a finished stage is skipped.
+"""The main job (`make run`): the reproduction of zero-shot grafting on the embedded default
+(SmolLM2-135M-Instruct, synthetic shapes VQA): stage 0 (translator), then per seed stage 2 against
+the surrogate, on the full target and on the plain truncation, each scored on held-out questions,
+the surrogate-trained encoder also grafted zero-shot onto the full target; the table is printed
+and written to out_dir. Resumable: a rerun continues where it stopped.
 
-  python -m graft_jax.main --config=configs/surrogate.py [--config.ranges="((24, 28),)"]
+  python -m graft_jax.main --config=configs/surrogate.py          # quick: 1 seed, ~15 min on 2 cores
+  python -m graft_jax.main --config=configs/surrogate.py:full     # 3 seeds + transfer (f), ~1.5 h
 
-`ranges`: ((start, end) or (start, end, num_translators), ...); the default [19, 28] is what
-configs/trajectory.py suggests for SmolLM2. `steps`: per stage; 0 skips a stage.
+`ranges`: ((start, end) or (start, end, num_translators), ...). `steps.pretrain` > 0 adds stage 1
+(adapter + translator on image + text) before stage 2; `translator_kl_weight` > 0 distils the
+translator toward the full target's logits; `steps.transfer` > 0 runs (f).
 """
 import ml_collections
 
 from graft_jax.config_lib import data_config, default_template, model_config, vit_config
 
+SIZES = {
+    "quick": dict(seeds=(0,), steps={"translator": 80, "pretrain": 0, "encoder": 60, "adapter": 0, "transfer": 0},
+                  run_dir="runs/surrogate", out_dir="runs/surrogate/results", eval_limit=125),
+    "full": dict(seeds=(0, 1, 2), steps={"translator": 150, "pretrain": 0, "encoder": 100, "adapter": 40,
+                                         "transfer": 30},
+                 run_dir="runs/graft_smollm2", out_dir="experiments/results/graft_smollm2", eval_limit=0),
+}
+
+
+def vqa_data() -> ml_collections.ConfigDict:
+  """Synthetic shapes with short-answer questions only (no captions): colour, shape, count,
+  position, existence (POPE style)."""
+  data = data_config()
+  data.update({"out_dir": "data_cache/vqa", "data_dir": "data_cache/vqa_tfds",
+               "question_types": ("color", "shape", "count", "position", "exists"),
+               "shapes_splits": (("train", 4000), ("val", 200), ("test", 250))})
+  return data
+
 
 def get_config(arg=None):
-  name = arg or "smollm2-135m"
+  parts = (arg or "quick").split(",")
+  size, name = parts[0], (parts[1] if len(parts) > 1 else "smollm2-135m")
+  if size not in SIZES:
+    raise ValueError(f"Unknown size {size!r}; choose from {sorted(SIZES)} (e.g. configs/surrogate.py:full)")
+  s = SIZES[size]
+  vit = vit_config()
+  vit.patch_size = 16  # 4x4 patches + CLS + start/end of image = 19 embeddings per 64 px image
   return ml_collections.ConfigDict({
       "task": "surrogate",
       "model": model_config(name),
       "template": default_template(name),
       "ranges": ((19, 28),),
-      "vit": vit_config(),
-      "data": data_config(),
-      "run_dir": "runs/surrogate",
-      "steps": {"translator": 150, "pretrain": 60, "finetune_encoder": 100},
+      "vit": vit,
+      "data": vqa_data(),
+      "run_dir": s["run_dir"],
+      "out_dir": s["out_dir"],
+      "seeds": s["seeds"],
+      "conditions": ("surrogate", "target", "truncation", "untrained"),
+      "steps": s["steps"],
+      "lr": {"translator": 3e-4, "pretrain": 1e-3, "encoder": 1e-3, "transfer": 5e-5},
+      "translator_kl_weight": 0.0,
       "batch_size": 16,
+      "transfer_eval_every": 10,
       "num_eval_chats": 64,
-      "eval_batch_size": 16,
-      "seed": 0,
+      "eval": {"limit": s["eval_limit"], "batch_size": 32, "max_new_tokens": 6},
       "distributed": False,
-      "prompts": ("What is the capital of France?", "What is 12 plus 30?",
-                  "Name a shape with three corners."),
-      "max_new_tokens": 24,
   })

@@ -33,6 +33,8 @@ def data_config() -> ml_collections.ConfigDict:
       "shapes_splits": (("train", 2000), ("val", 200), ("test", 300)),
       "text_splits": (("train", 4000), ("val", 200)),
       "image_size": 64,
+      # Taken in turn; a subset of caption, color, shape, count, position, exists.
+      "question_types": ("caption", "color", "shape", "count", "position", "exists"),
   })
 
 

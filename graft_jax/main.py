@@ -13,7 +13,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-TASKS = ("convert", "generate", "trajectory", "surrogate_report", "surrogate", "data", "train", "infer", "evaluate")
+TASKS = ("convert", "generate", "trajectory", "surrogate_report", "surrogate", "data", "train", "infer", "evaluate",
+         "cost", "paper_data")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file.", lock_config=True)
 

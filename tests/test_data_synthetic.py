@@ -179,3 +179,13 @@ def test_text_reads_back_varied_and_correct(text_dir, smol):
   assert min(checked.values()) > 0 and len(checked) == 3
   kept, skips = encode_samples(samples, smol, "chatml", "standard", max_len=256)
   assert skips.total == 0 and not any(e.has_image for _, e in kept)
+
+
+def test_a_subset_of_question_types_is_taken_in_turn(tmp_path):
+  meta = generate_shapes_dataset(str(tmp_path), seed=3, splits={"train": 8}, question_types=("color", "exists"))
+  records = json.load(open(tmp_path / "train.json"))
+  assert [r["question_type"] for r in records] == ["color", "exists"] * 4
+  assert [r["answer"] for r in records if r["question_type"] == "exists"] == ["yes", "no", "yes", "no"]
+  assert meta["question_types"] == ["color", "exists"]
+  with pytest.raises(ValueError, match="subset"):
+    generate_shapes_dataset(str(tmp_path / "bad"), splits={"train": 2}, question_types=("colour",))

@@ -1,5 +1,6 @@
 """The training program end to end on a tiny decoder with SmolLM2's tokenizer: every stage trains
 and chains into the next, and a killed run resumes onto the uninterrupted loss curve."""
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,10 @@ def tiny_config(stage, tiny, run_dir, steps=6, **train):
   config.train.update({"steps": steps, "batch_size": 8, "max_len": 256, **train})
   config.checkpoint.save_every = 2
   return config
+
+
+def json_roundtrip(x):
+  return json.loads(json.dumps(x))
 
 
 def _losses(run_dir):
@@ -156,27 +161,42 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path
   checkpointer.close()
 
 
-def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
+def test_main_job_runs_the_reproduction(tiny, tmp_path):
   from graft_jax.main import run_task  # pylint: disable=g-import-not-at-top
   config = load_config("surrogate")
   model_dir, data = tiny
-  config.model.source, config.data, config.run_dir = model_dir, data, str(tmp_path / "route")
+  config.model.source, config.data = model_dir, data
+  config.run_dir, config.out_dir = str(tmp_path / "route"), str(tmp_path / "results")
   config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
   config.ranges = ((1, 2),)
-  config.steps = {"translator": 4, "pretrain": 2, "finetune_encoder": 2}
-  config.batch_size, config.num_eval_chats, config.max_new_tokens = 8, 4, 3
-  config.prompts = ("What is 2 plus 2?",)
+  config.steps = {"translator": 3, "pretrain": 0, "encoder": 2, "adapter": 2, "transfer": 2}
+  config.transfer_eval_every = 1
+  config.batch_size, config.num_eval_chats = 8, 4
+  config.eval.update({"limit": 4, "batch_size": 4, "max_new_tokens": 3})
   result = run_task(config)
-  assert set(result["stages"]) == {"translator", "pretrain", "finetune_encoder"}
-  assert result["trained_translator"]["kl_nats_per_token"] != result["untrained"]["kl_nats_per_token"]
-  package = tmp_path / "route" / "finetune_encoder" / "encoder_package"
+  rows = {"a_surrogate_on_surrogate", "b_surrogate_grafted", "c_target_on_target", "c2_target_on_surrogate",
+          "d_truncation_grafted", "d2_truncation_on_truncation", "e_untrained_grafted"}
+  assert set(result["per_seed"]["0"]) == rows == set(result["summary"])
+  assert all(s["overall"]["n"] == 4 for s in result["per_seed"]["0"].values())
+  assert result["fidelity"]["translator"] != result["fidelity"]["untrained"]
+  curves = result["transfer"]["curves"]
+  assert [p["step"] for p in curves["from_graft"]] == [0, 1, 2] == [p["step"] for p in curves["from_adapter"]]
+  # The graft route starts after stage 0 and stage 2 on the surrogate; the adapter route after its adapter stage.
+  assert curves["from_graft"][0]["flops"] > 0 and curves["from_adapter"][0]["flops"] > 0
+  assert all(a["flops"] < b["flops"] for c in curves.values() for a, b in zip(c, c[1:]))
+  for name in ("results.json", "results.md", "examples.png", "transfer.png"):
+    assert (tmp_path / "results" / name).exists()
+  assert "(b) the same encoder grafted" in (tmp_path / "results" / "results.md").read_text()
+  config.conditions, config.steps.transfer = ("surrogate",), 0
+  again = run_task(config)  # a rerun resumes the finished runs and reads their scores back
+  assert again["per_seed"]["0"]["b_surrogate_grafted"] == json_roundtrip(result["per_seed"]["0"]["b_surrogate_grafted"])
+  package = tmp_path / "route" / "seed0" / "encoder_surrogate" / "encoder_package"
   assert (package / "package.json").exists()
-  assert (tmp_path / "route" / "surrogate.json").exists()
 
   # Ask the trained encoder about an image, grafted onto the full target and on the surrogate.
   infer = load_config("infer")
   infer.model.source, infer.package = model_dir, str(package)
-  infer.surrogate_from = str(tmp_path / "route" / "pretrain")
+  infer.surrogate_from = str(tmp_path / "route" / "translator")
   infer.image = os.path.join(data.out_dir, "shapes", "images", "test", "000000.png")
   infer.max_new_tokens = 4
   for decoder in ("target", "surrogate"):
@@ -186,7 +206,7 @@ def test_main_job_runs_the_surrogate_route(tiny, tmp_path):
   # Score it on the test split, both ways, with a report written.
   evaluation = load_config("evaluate")
   evaluation.model.source, evaluation.package = model_dir, str(package)
-  evaluation.surrogate_from = str(tmp_path / "route" / "pretrain")
+  evaluation.surrogate_from = str(tmp_path / "route" / "translator")
   evaluation.eval_file = os.path.join(data.out_dir, "shapes", "test.json")
   evaluation.out_dir, evaluation.max_new_tokens, evaluation.batch_size = str(tmp_path / "eval"), 3, 4
   scores = run_task(evaluation)

@@ -52,6 +52,7 @@ class _Unit:
   trainable_params: int = 0      # matmul parameters that train
   frozen_params: int = 0         # matmul parameters that don't
   any_trainable: bool = False    # any parameter of the unit trains (norms, embeddings included)
+  active: bool = True            # False: not run in this step (the vision side of text-only rows)
 
 
 def _is_matmul(path: str) -> bool:
@@ -64,18 +65,21 @@ def _units(params, selection, llm: LlamaConfig, segments: Segments, vit: VitConf
   units: dict[str, _Unit] = {}
   order: list[str] = []
 
-  def unit(name, tokens=0.0, attention=0.0):
+  def unit(name, tokens=0.0, attention=0.0, active=True):
     if name not in units:
-      units[name] = _Unit(name, tokens, attention)
+      units[name] = _Unit(name, tokens, attention, active=active)
       order.append(name)
     return units[name]
 
   if vit is not None:
-    unit("img/embed", images * vit.num_patches)
+    active = images > 0  # without images the vision side does not run (nor pass gradients on)
+    for name in ("img/embed", *(f"img/blocks/{i}" for i in range(vit.depth)), "img/post_ln", "proj"):
+      unit(name, active=active)
+    units["img/embed"].tokens = images * vit.num_patches
     for i in range(vit.depth):
-      unit(f"img/blocks/{i}", images * vit.num_tokens, images * 4 * vit.width * vit.num_tokens ** 2)
-    unit("img/post_ln")
-    unit("proj", images * vit.num_tokens)
+      units[f"img/blocks/{i}"].tokens = images * vit.num_tokens
+      units[f"img/blocks/{i}"].attention_fwd = images * 4 * vit.width * vit.num_tokens ** 2
+    units["proj"].tokens = images * vit.num_tokens
   unit("llm/embed")
   causal = 4 * llm.num_heads * llm.head_dim * batch * seq_len * (seq_len + 1) / 2
   for name, n in segments:
@@ -133,8 +137,9 @@ def train_step_flops(params, spec: Sequence, llm: LlamaConfig, *, segments: Segm
   params: the stage's whole params tree ({"llm"} or {"img", "proj", "llm"}; arrays or
     ShapeDtypeStructs); spec: its trainable rules (train/partition.py); segments: the decoder's
     layout (None: the full target); vit: None for text-only steps; batch x seq_len: decoder
-    positions (image slots included); images: images encoded per step; head_tokens: positions at
-    which the step needs logits (the supervised targets).
+    positions (image slots included); images: images encoded per step (0: the vision side does
+    not run, even if `params` holds it); head_tokens: positions at which the step needs logits
+    (the supervised targets).
   """
   if batch < 1 or seq_len < 1 or images < 0 or head_tokens < 0:
     raise ValueError(f"Bad step shape: batch={batch}, seq_len={seq_len}, images={images}, "
@@ -144,6 +149,8 @@ def train_step_flops(params, spec: Sequence, llm: LlamaConfig, *, segments: Segm
   parts = {k: 0.0 for k in ("vision", "vision_attention", "projector", "decoder", "decoder_attention", "head")}
   upstream = False
   for u in units:
+    if not u.active:
+      continue
     flowing = upstream or u.any_trainable
     matmul = 2 * u.tokens * (3 * u.trainable_params + (2 if upstream else 1) * u.frozen_params)
     attention = u.attention_fwd * (3 if flowing else 1)

@@ -2,6 +2,7 @@
 
   with PeakMemory() as mem: ...          # host RSS peak (sampled) and device peak bytes, if any
   timing = time_steps(run_step, warmup=2, steps=5)   # first call, then the median of `steps`
+  times = round_robin({"a": run_a, "b": run_b}, warmup=1, steps=5)  # interleaved, same load
   peak = matmul_peak_flops()             # FLOP/s of a jitted square matmul on this backend
 """
 from __future__ import annotations
@@ -87,23 +88,39 @@ class Timing:
   times_s: tuple[float, ...]
 
 
+def timed_call(run: Callable[[], None]) -> float:
+  """Seconds one call of `run` (which must block until its work is done) takes."""
+  start = time.perf_counter()
+  run()
+  return time.perf_counter() - start
+
+
+def round_robin(runs: dict[str, Callable[[], None]], warmup: int = 1, steps: int = 5) -> dict[str, list[float]]:
+  """`warmup` untimed rounds, then `steps` timed rounds; each round calls every run once, in
+  turn, so runs compared with each other see the same machine load (shared CPUs drift)."""
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"Need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+  for _ in range(warmup):
+    for run in runs.values():
+      run()
+  times = {name: [] for name in runs}
+  for _ in range(steps):
+    for name, run in runs.items():
+      times[name].append(timed_call(run))
+  return times
+
+
+def timing(first_call_s: float, times: list[float]) -> Timing:
+  median = statistics.median(times)
+  return Timing(first_call_s=first_call_s, step_s=median, compile_s=max(first_call_s - median, 0.0),
+                times_s=tuple(times))
+
+
 def time_steps(run: Callable[[], None], warmup: int = 1, steps: int = 5) -> Timing:
   """Times `run` (which must block until its work is done): one first call, `warmup` untimed
   calls, then `steps` timed calls whose median is the step time."""
-  if steps < 1 or warmup < 0:
-    raise ValueError(f"Need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
-  start = time.perf_counter()
-  run()
-  first = time.perf_counter() - start
-  for _ in range(warmup):
-    run()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  return Timing(first_call_s=first, step_s=median, compile_s=max(first - median, 0.0), times_s=tuple(times))
+  first = timed_call(run)
+  return timing(first, round_robin({"run": run}, warmup, steps)["run"])
 
 
 def matmul_peak_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5, device=None) -> float:

@@ -1,7 +1,7 @@
 """A seeded synthetic LLaVA-format dataset: coloured shapes on plain or noisy backgrounds.
 
 Each sample is one image (1-4 non-overlapping shapes) and one question of a type chosen in turn
-from QUESTION_TYPES (so types are balanced exactly): caption, color, shape, count, position, or
+from QUESTION_TYPES (or a subset given as `question_types`) (so types are balanced exactly): caption, color, shape, count, position, or
 POPE-style existence ("Is there a {color} {shape} in the image?", alternating yes and no; a "no"
 asks about an absent object, half the time one sharing a color or shape with a present object
 ("adversarial"), else any absent one ("random")). Answers are short: `answer` is machine-readable
@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -163,12 +163,13 @@ def _question(qtype: str, objects: list[Obj], rng: np.random.Generator, yes: boo
   raise ValueError(f"Unknown question type {qtype!r}; known: {QUESTION_TYPES}")
 
 
-def make_sample(seed: int, split_index: int, index: int, image_size: int = 64,
-                max_objects: int = 4) -> tuple[dict[str, Any], Image.Image]:
-  """Sample `index` of split number `split_index`: (record without id/image, image)."""
+def make_sample(seed: int, split_index: int, index: int, image_size: int = 64, max_objects: int = 4,
+                question_types: Sequence[str] = QUESTION_TYPES) -> tuple[dict[str, Any], Image.Image]:
+  """Sample `index` of split number `split_index`: (record without id/image, image). Its question
+  type is question_types[index % len(question_types)]."""
   rng = np.random.default_rng([seed, split_index, index])
-  qtype = QUESTION_TYPES[index % len(QUESTION_TYPES)]
-  yes = (index // len(QUESTION_TYPES)) % 2 == 0
+  qtype = question_types[index % len(question_types)]
+  yes = (index // len(question_types)) % 2 == 0
   for _ in range(1000):
     objects = _scene(rng, image_size, max_objects)
     qa = objects and _question(qtype, objects, rng, yes, image_size)
@@ -191,16 +192,23 @@ def make_sample(seed: int, split_index: int, index: int, image_size: int = 64,
 
 
 def generate_shapes_dataset(out_dir: str, seed: int = 0, splits: dict[str, int] | None = None,
-                            image_size: int = 64, max_objects: int = 4) -> dict[str, Any]:
-  """Writes the dataset (see the module docstring) and returns its metadata."""
+                            image_size: int = 64, max_objects: int = 4,
+                            question_types: Sequence[str] = QUESTION_TYPES) -> dict[str, Any]:
+  """Writes the dataset (see the module docstring) and returns its metadata. `question_types`:
+  a subset of QUESTION_TYPES, taken in turn (e.g. without "caption" for a pure VQA set)."""
+  question_types = tuple(question_types)
+  unknown = sorted(set(question_types) - set(QUESTION_TYPES))
+  if unknown or not question_types:
+    raise ValueError(f"question_types must be a non-empty subset of {QUESTION_TYPES}; got {question_types}")
   splits = dict(DEFAULT_SPLITS if splits is None else splits)
   meta: dict[str, Any] = {"seed": seed, "image_size": image_size, "max_objects": max_objects,
-                          "colors": list(COLORS), "shapes": list(SHAPES), "splits": {}}
+                          "colors": list(COLORS), "shapes": list(SHAPES),
+                          "question_types": list(question_types), "splits": {}}
   for split_index, (split, n) in enumerate(splits.items()):
     os.makedirs(os.path.join(out_dir, "images", split), exist_ok=True)
     records = []
     for i in range(n):
-      record, image = make_sample(seed, split_index, i, image_size, max_objects)
+      record, image = make_sample(seed, split_index, i, image_size, max_objects, question_types)
       rel = f"images/{split}/{i:06d}.png"
       image.save(os.path.join(out_dir, rel), format="PNG")
       records.append({"id": f"{split}_{i:06d}", "image": rel, **record})

@@ -1,6 +1,7 @@
 """Answers from a VLM (target or surrogate): image questions in, generated text out."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -11,6 +12,12 @@ from graft_jax.data.padding import left_pad
 from graft_jax.data.templates import EncodedSample, expand_image_slot
 from graft_jax.evaluate.generation import generate_from_embeddings, trim_at_end
 from graft_jax.models.vlm import VLM
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_inputs(model: VLM, params: dict, tokens: jax.Array, images: jax.Array, image_pos: jax.Array) -> jax.Array:
+  """VLM.embed_inputs, compiled once per model layout and shapes (models compare by value)."""
+  return model.apply({"params": params}, tokens, images, image_pos, method=VLM.embed_inputs)
 
 
 def generate_vlm(model: VLM, params: dict, prompts: Sequence[EncodedSample], images: np.ndarray, *,
@@ -25,8 +32,7 @@ def generate_vlm(model: VLM, params: dict, prompts: Sequence[EncodedSample], ima
   ids, mask = left_pad(expanded, pad_id, pad_multiple)
   shift = ids.shape[1] - np.array([len(e) for e in expanded])
   image_pos = np.array([p.image_pos + s if p.has_image else -1 for p, s in zip(prompts, shift)], np.int32)
-  embed = jax.jit(lambda p, t, im, pos: model.apply({"params": p}, t, im, pos, method=VLM.embed_inputs))
-  embeddings = embed(params, jnp.asarray(ids), jnp.asarray(images, jnp.float32), jnp.asarray(image_pos))
+  embeddings = _embed_inputs(model, params, jnp.asarray(ids), jnp.asarray(images, jnp.float32), jnp.asarray(image_pos))
   out = generate_from_embeddings(
       params["llm"], embeddings, jnp.asarray(mask), jax.random.key(seed), config=model.llm,
       segments=model.segments, max_new_tokens=max_new_tokens, eos_ids=tuple(int(e) for e in eos_ids),

@@ -22,8 +22,10 @@ from graft_jax.models.vlm import VLM
 YES_NO_TYPES = ("exists", "yes/no", "pope")
 
 
-def reference_answer(sample: Sample) -> str:
+def reference_answer(sample: Sample) -> str | list[str]:
   answer = sample.extra.get("answer")
+  if isinstance(answer, list):  # several accepted answers (VQAv2): any of them counts
+    return [str(a) for a in answer]
   return str(answer) if answer is not None else sample.conversation[1]["content"]
 
 
@@ -57,5 +59,7 @@ def evaluate_samples(model: VLM, params: dict, samples: Sequence[Sample], tokeni
     question_type = str(sample.extra.get("question_type", "default"))
     records.append({"id": sample.id, "question_type": question_type, "question": sample.conversation[0]["content"],
                     "prediction": prediction, "answer": reference_answer(sample),
-                    "kind": score_kind(question_type)})
+                    # a file may name its scoring rule and options (graft_jax/data/converters)
+                    "kind": str(sample.extra.get("kind") or score_kind(question_type)),
+                    **({"choices": sample.extra["choices"]} if "choices" in sample.extra else {})})
   return score_predictions(records), records

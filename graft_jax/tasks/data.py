@@ -20,7 +20,8 @@ def run(config) -> dict:
   text_dir = os.path.join(config.out_dir, "text")
   shapes_splits = {split: int(n) for split, n in config.shapes_splits}
   text_splits = {split: int(n) for split, n in config.text_splits}
-  generate_shapes_dataset(shapes_dir, config.seed, shapes_splits, config.image_size)
+  generate_shapes_dataset(shapes_dir, config.seed, shapes_splits, config.image_size,
+                          question_types=tuple(config.question_types))
   generate_text_dataset(text_dir, config.seed, text_splits)
   tokenizer = load_tokenizer(config.tokenizer or None)
   files = {("shapes", s): os.path.join(shapes_dir, f"{s}.json") for s in shapes_splits}

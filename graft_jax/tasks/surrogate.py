@@ -1,103 +1,233 @@
-"""The main job: the surrogate route on the embedded default, end to end.
+"""The main job: the reproduction of zero-shot grafting on the embedded default (method.md 6-7).
 
-1. build the surrogate of the target from the plan and measure it untrained (a plain truncation);
-2. stage 0: train the translator on text (runs/surrogate/translator), and measure it again;
-3. stage 1: adapter, start/end of image, encoder post-norm and translator on image + text;
-4. stage 2: adapter, start/end of image and the encoder on images, translator frozen; this writes
-   the encoder package that grafting onto the full target consumes.
-
-Each stage is a resumable run directory: rerunning the command continues where it stopped and
-skips finished stages. Fidelity is KL(target || surrogate) of next-token distributions on held-out
-chat text, and both models' replies to a few prompts.
+For the plan in `ranges`:
+1. the surrogate's fidelity untrained (a plain truncation) and after stage 0 (translator on text):
+   KL(target || surrogate) of next-token distributions on held-out chats;
+2. per seed, stage 2 trained three ways, the same steps and samples each: against the surrogate
+   (a: scored on the surrogate; b: grafted zero-shot onto the full target), directly on the full
+   target (c), against the plain truncation (d, grafted); and an untrained encoder (e);
+3. optionally (f) transfer: stage 3 on the full target from the graft vs from an adapter-only
+   start, scored along the way against cumulative training compute.
+Scores are greedy answers on the held-out test split, per question type. Every run is a resumable
+run directory under run_dir and every score is cached there, so a rerun continues where it stopped.
+Writes out_dir/results.{json,md}, transfer.png and examples.png.
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
-from graft_jax.config_lib import train_config
 from graft_jax.cost import decoder_cost
 from graft_jax.data.padding import right_pad
+from graft_jax.data.readers import read_llava_json
 from graft_jax.data.synthetic_text import make_chat
 from graft_jax.data.templates import encode_conversation
-from graft_jax.evaluate.generation import generate
 from graft_jax.fidelity import next_token_kl
+from graft_jax.models.vlm import VLM
+from graft_jax.reproduction import report, runs
+from graft_jax.reproduction.scoring import ZERO, Scorer, run_compute, train_flops_per_token
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.generate import end_token_ids
 from graft_jax.tasks.model_loading import load_from_config
+from graft_jax.train.checkpoint import RunCheckpointer, load_encoder_package
+from graft_jax.train.data_setup import ensure_default_datasets
 from graft_jax.train.loop import train
-from graft_jax.train.model_setup import load_previous_stage
+from graft_jax.train.model_setup import init_encoder_side, load_previous_stage, vit_from_config
+from graft_jax.train.partition import merge, split
 
-HELD_OUT_SPLIT = 1  # synthetic chat split index held out for evaluation ("val"; 0 is "train")
-STAGES = ("translator", "pretrain", "finetune_encoder")
+HELD_OUT_CHATS = 1  # synthetic chat split index held out for fidelity ("val"; 0 is "train")
+ENCODER_CONDITIONS = ("surrogate", "target", "truncation", "untrained")
 
 
-def measure(config, target, surrogate, plan, model_config, tokenizer) -> dict:
-  """KL(target || surrogate) on held-out chats and the surrogate's replies to the prompts."""
-  chats = [make_chat(config.seed, HELD_OUT_SPLIT, i)["messages"] for i in range(config.num_eval_chats)]
+def text_kl(config, target: dict, surrogate: dict, plan: SurrogatePlan, llm_config, tokenizer) -> float:
+  """Mean KL(target || surrogate) in nats per token on `num_eval_chats` held-out chats."""
+  chats = [make_chat(config.data.seed, HELD_OUT_CHATS, i)["messages"] for i in range(config.num_eval_chats)]
   samples = [encode_conversation(c, tokenizer, config.template, "standard").ids for c in chats]
   kls = []
-  for i in range(0, len(samples), config.eval_batch_size):
-    ids, mask = right_pad(samples[i:i + config.eval_batch_size], model_config.pad_token_id or 0)
-    kls.append(next_token_kl(target, surrogate, model_config, plan.segments, ids, mask))
-  prompts = [encode_conversation([{"role": "user", "content": p}], tokenizer, config.template, "standard",
-                                 add_generation_prompt=True).ids.tolist() for p in config.prompts]
-  outs = generate(surrogate, model_config, prompts, max_new_tokens=config.max_new_tokens,
-                  eos_ids=end_token_ids(tokenizer, model_config), segments=plan.segments)
-  return {"kl_nats_per_token": float(np.concatenate(kls).mean()),
-          "replies": [tokenizer.decode(o, skip_special_tokens=True) for o in outs]}
+  for i in range(0, len(samples), config.eval.batch_size):
+    ids, mask = right_pad(samples[i:i + config.eval.batch_size], llm_config.pad_token_id or 0)
+    kls.append(next_token_kl(target, surrogate, llm_config, plan.segments, ids, mask))
+  return float(np.concatenate(kls).mean())
 
 
-def stage_config(config, stage: str, init_from: str):
-  """train_config(stage) with the job's model, plan, encoder, data and budget."""
-  cfg = train_config(stage, config.model.preset)
-  cfg.model = config.model
-  cfg.template = config.template
-  cfg.ranges = config.ranges
-  cfg.vit = config.vit
-  cfg.data = config.data
-  cfg.run_dir = os.path.join(config.run_dir, stage)
-  cfg.init_from = init_from
-  cfg.train.steps = int(dict(config.steps)[stage])
-  cfg.train.batch_size = config.batch_size
-  return cfg
+def cached(path: str, compute: Callable[[], Any]) -> Any:
+  """compute()'s JSON-able result, stored at `path` and read back on reruns."""
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  value = compute()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(value, f, indent=1)
+  return value
+
+
+def trained_llm(llm: dict, plan: SurrogatePlan | None, run_dir: str) -> dict:
+  """The decoder params of a run: `llm` with the run's trained decoder weights written over it."""
+  return load_previous_stage({"llm": llm}, plan, run_dir)["llm"]
+
+
+def package_of(run_dir: str) -> dict:
+  return load_encoder_package(os.path.join(run_dir, "encoder_package"))[0]
 
 
 def run(config) -> dict:
-  target, model_config, tokenizer = load_from_config(config.model)
-  plan = SurrogatePlan.create(model_config.num_layers, [tuple(r) for r in config.ranges])
-  surrogate = make_surrogate(target, plan)
-  target_cost, surrogate_cost = decoder_cost(model_config), decoder_cost(model_config, plan.segments)
-  print(f"plan: {plan.describe()}")
-  print(f"layers {target_cost.layers} -> {surrogate_cost.layers}; params {target_cost.params / 1e6:.1f}M -> "
-        f"{surrogate_cost.params / 1e6:.1f}M; forward FLOPs x"
-        f"{surrogate_cost.fwd_flops_per_token / target_cost.fwd_flops_per_token:.2f}")
-  result = {"plan": plan.to_dict(), "target_params": target_cost.params,
-            "surrogate_params": surrogate_cost.params, "prompts": list(config.prompts)}
-  result["untrained"] = measure(config, target, surrogate, plan, model_config, tokenizer)
-  print(f"untrained surrogate: KL(target || surrogate) {result['untrained']['kl_nats_per_token']:.3f} nats/token")
+  unknown = set(config.conditions) - set(ENCODER_CONDITIONS)
+  if unknown:
+    raise ValueError(f"Unknown conditions {sorted(unknown)}; choose from {ENCODER_CONDITIONS}")
+  target, llm_config, tokenizer = load_from_config(config.model)
+  plan = SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in config.ranges])
+  truncation = make_surrogate(target, plan)
+  full_cost, sur_cost = decoder_cost(llm_config), decoder_cost(llm_config, plan.segments)
+  saved = 1 - sur_cost.fwd_flops_per_token / full_cost.fwd_flops_per_token
+  setup = (f"Plan: {plan.describe()} ({sur_cost.layers} of {full_cost.layers} layers, "
+           f"{sur_cost.params / 1e6:.1f}M of {full_cost.params / 1e6:.1f}M parameters, {saved:.1%} fewer decoder "
+           f"FLOPs per token). Seeds {tuple(config.seeds)}; stage 0 {config.steps.translator} steps, stage 1 "
+           f"{config.steps.pretrain}, stage 2 {config.steps.encoder} steps of {config.batch_size} samples.")
+  print(setup)
+  ensure_default_datasets(config.data)
+  eval_file = os.path.join(config.data.out_dir, "shapes", "test.json")
+  samples, _ = read_llava_json(eval_file, image_check="exists")
+  samples = samples[:config.eval.limit] if config.eval.limit else samples
+  vit = vit_from_config(config.vit)
+  scorer = Scorer(samples, tokenizer, config.template, llm_config, vit, config.vit.projector_depth,
+                  end_token_ids(tokenizer, llm_config), config.eval.batch_size, config.eval.max_new_tokens)
+  score_dir = os.path.join(config.run_dir, "scores")
 
-  previous, stages = "", {}
-  for stage in STAGES:
-    if not int(dict(config.steps)[stage]):
-      continue
-    out = train(stage_config(config, stage, previous))
-    stages[stage] = {"run_dir": out["run_dir"], "final_step": out["final_step"]}
-    previous = out["run_dir"]
-    if stage == "translator":
-      trained = load_previous_stage({"llm": surrogate}, plan, previous)["llm"]
-      result["trained_translator"] = measure(config, target, trained, plan, model_config, tokenizer)
-      print(f"trained translator: KL(target || surrogate) "
-            f"{result['trained_translator']['kl_nats_per_token']:.3f} nats/token")
-  result["stages"] = stages
-  os.makedirs(config.run_dir, exist_ok=True)
-  with open(os.path.join(config.run_dir, "surrogate.json"), "w") as f:
-    json.dump(result, f, indent=1)
-  for i, prompt in enumerate(config.prompts):
-    print(f"\nQ: {prompt}")
-    for name in ("untrained", "trained_translator"):
-      if name in result:
-        print(f"  {name:18s} {result[name]['replies'][i]!r}")
-  return result
+  def score(name: str, encoder: Callable[[], dict], llm: dict, segments) -> dict:
+    def compute():
+      scores, records = scorer(encoder(), llm, segments)
+      return {"scores": scores, "answers": [r["prediction"] for r in records]}
+    result = cached(os.path.join(score_dir, f"{name}.json"), compute)
+    print(f"  {name}: accuracy {result['scores']['overall']['accuracy']:.3f}")
+    return result
+
+  results: dict[str, Any] = {"setup": setup, "plan": plan.to_dict(), "flops_saved_per_token": saved,
+                             "target_params": full_cost.params, "surrogate_params": sur_cost.params,
+                             "config": config.to_dict()}
+  fidelity = {"untrained": cached(os.path.join(score_dir, "kl_untrained.json"),
+                                  lambda: text_kl(config, target, truncation, plan, llm_config, tokenizer))}
+  translator_dir = train(runs.translator_config(config))["run_dir"]
+  surrogate = trained_llm(truncation, plan, translator_dir)
+  fidelity["translator"] = cached(os.path.join(score_dir, "kl_translator.json"),
+                                  lambda: text_kl(config, target, surrogate, plan, llm_config, tokenizer))
+  print(f"KL(target || surrogate) on held-out text: untrained {fidelity['untrained']:.3f}, "
+        f"after stage 0 {fidelity['translator']:.3f} nats/token")
+  results["fidelity"] = fidelity
+
+  per_seed, answers = {}, {}
+  for seed in config.seeds:
+    print(f"seed {seed}")
+    rows, surrogate_dir, seed_surrogate = {}, translator_dir, surrogate
+    if config.steps.pretrain:
+      surrogate_dir = train(runs.pretrain_config(config, seed, translator_dir))["run_dir"]
+      seed_surrogate = trained_llm(truncation, plan, surrogate_dir)
+    tag = lambda name: f"seed{seed}_{name}"
+    if "surrogate" in config.conditions:
+      d = train(runs.encoder_config(config, seed, "surrogate", surrogate_dir))["run_dir"]
+      rows["a_surrogate_on_surrogate"] = score(tag("a"), lambda: package_of(d), seed_surrogate, plan.segments)
+      rows["b_surrogate_grafted"] = score(tag("b"), lambda: package_of(d), target, None)
+    if "target" in config.conditions:
+      d_c = train(runs.encoder_config(config, seed, "target", surrogate_dir))["run_dir"]
+      rows["c_target_on_target"] = score(tag("c"), lambda: package_of(d_c), target, None)
+      rows["c2_target_on_surrogate"] = score(tag("c2"), lambda: package_of(d_c), seed_surrogate, plan.segments)
+    if "truncation" in config.conditions:
+      d_d = train(runs.encoder_config(config, seed, "truncation", surrogate_dir))["run_dir"]
+      rows["d_truncation_grafted"] = score(tag("d"), lambda: package_of(d_d), target, None)
+      rows["d2_truncation_on_truncation"] = score(tag("d2"), lambda: package_of(d_d), truncation, plan.segments)
+    if "untrained" in config.conditions:
+      fresh = lambda: init_encoder_side(VLM(vit, llm_config, None, config.vit.projector_depth), seed)
+      rows["e_untrained_grafted"] = score(tag("e"), fresh, target, None)
+    per_seed[str(seed)] = {k: v["scores"] for k, v in rows.items()}
+    answers[seed] = {k: v["answers"] for k, v in rows.items()}
+  results["per_seed"] = per_seed
+  results["summary"] = report.summarize(per_seed)
+
+  if config.steps.transfer:
+    results["transfer"] = transfer(config, target, llm_config, plan, scorer, score, translator_dir)
+  markdown = report.write_outputs(config.out_dir, results)
+  first = config.seeds[0]
+  show = list(range(min(8, len(samples))))
+  report.plot_examples([samples[i].image for i in show], [samples[i].conversation[0]["content"].replace("<image>", "").strip()
+                                                           for i in show],
+                       {k.split("_")[0]: [answers[first][k][i] for i in show] for k in answers[first]
+                        if k[0] in "abce" and not k.startswith("c2")},
+                       [str(samples[i].extra.get("answer", "")) for i in show],
+                       os.path.join(config.out_dir, "examples.png"))
+  if results.get("transfer"):
+    report.plot_transfer(results["transfer"], os.path.join(config.out_dir, "transfer.png"))
+  print(markdown)
+  return results
+
+
+def transfer(config, target, llm_config, plan, scorer, score, translator_dir) -> dict:
+  """(f): stage 3 on the full target from the seed-0 graft and from an adapter-only start, each
+  scored every transfer_eval_every steps; compute is cumulative over the route's earlier stages."""
+  seq = 64  # typical padded length of the offline samples; attention is a small share either way
+  frozen_tok = train_flops_per_token(llm_config, None, False, seq)
+  surrogate_tok = train_flops_per_token(llm_config, plan.segments, False, seq)
+  translator_tok = train_flops_per_token(llm_config, plan.segments, True, seq)  # upper bound: 6N
+  decoder_tok = train_flops_per_token(llm_config, None, True, seq)
+  first = config.seeds[0]
+  graft_dir = runs.encoder_config(config, first, "surrogate", translator_dir).run_dir
+  starts = {
+      "from_graft": (graft_dir, run_compute(translator_dir, translator_tok) + run_compute(graft_dir, surrogate_tok)),
+  }
+  adapter_dir = train(runs.adapter_config(config))["run_dir"]
+  starts["from_adapter"] = (adapter_dir, run_compute(adapter_dir, frozen_tok))
+  curves = {}
+  for name, (start_dir, before) in starts.items():
+    cfg = runs.transfer_config(config, name, start_dir)
+    run_dir = train(cfg)["run_dir"]
+    start_llm = target
+    points = [(0, before, score(f"f_{name}_0", lambda d=start_dir: package_of(d), start_llm, None))]
+    ckpt = RunCheckpointer(os.path.join(run_dir, "checkpoints"), keep_last=1000, save_every=0)
+    base = {**init_encoder_side(VLM(scorer.vit, llm_config, None, config.vit.projector_depth), cfg.vit.seed),
+            "llm": target}
+    for step in ckpt.all_steps():
+      trained, meta = ckpt.restore_trainable(step)
+      _, frozen = split(base, meta["trainable_spec"])
+      params = merge(jax.tree.map(np.asarray, trained), frozen)
+      result = score(f"f_{name}_{step}", lambda p=params: {"img": p["img"], "proj": p["proj"]}, params["llm"], None)
+      points.append((step, before + run_compute(run_dir, decoder_tok, upto_step=step), result))
+    ckpt.close()
+    curves[name] = [{"step": s, "accuracy": r["scores"]["overall"]["accuracy"], "flops": c.flops,
+                     "seconds": c.seconds, "tokens": c.tokens} for s, c, r in points]
+  return {"curves": curves, "saving": equal_score_saving(curves)}
+
+
+def _compute_to_reach(curve: list[dict], accuracy: float, key: str) -> float | None:
+  """Cumulative compute at which `curve` first reaches `accuracy` (linear between points)."""
+  for prev, point in zip([None] + curve[:-1], curve):
+    if point["accuracy"] >= accuracy:
+      if prev is None or point["accuracy"] == prev["accuracy"]:
+        return point[key]
+      frac = (accuracy - prev["accuracy"]) / (point["accuracy"] - prev["accuracy"])
+      return prev[key] + frac * (point[key] - prev[key])
+  return None
+
+
+def equal_score_saving(curves: dict) -> dict:
+  """Compute the graft route needs to reach the adapter-only route's final accuracy, vs what the
+  adapter-only route needed to reach it first (FLOPs and wall-clock). No saving is stated when the
+  adapter-only route did not improve on its start (nothing to reach)."""
+  goal = curves["from_adapter"][-1]["accuracy"]
+  out: dict[str, Any] = {"goal_accuracy": goal}
+  if goal <= curves["from_adapter"][0]["accuracy"]:
+    out["statement"] = (f"The adapter-only route did not improve on its start ({goal:.3f}); no equal-score "
+                        "saving can be read off.")
+    return out
+  for key in ("flops", "seconds"):
+    graft, base = _compute_to_reach(curves["from_graft"], goal, key), _compute_to_reach(curves["from_adapter"], goal, key)
+    out[key] = {"graft": graft, "adapter": base, "saving": None if graft is None or not base else 1 - graft / base}
+  s = out["flops"]["saving"]
+  out["statement"] = (f"The adapter-only route's final accuracy {goal:.3f} is reached by the graft route with "
+                      f"{abs(s):.0%} {'less' if s >= 0 else 'more'} decoder compute (cumulative, all stages)."
+                      if s is not None else
+                      f"The graft route does not reach the adapter-only route's final accuracy {goal:.3f} "
+                      f"within the budget.")
+  return out

@@ -28,14 +28,20 @@ def ensure_default_datasets(data_cfg) -> None:
 
 
 def make_train_iterator(config, stage: Stage, tokenizer, image_len: int, split: str = "train"):
-  """(grain iterator of global batches for this process, Skips)."""
-  ensure_default_datasets(config.data)
-  sources = [load_source(DATASETS[s], split, config.data.data_dir) for s in stage.sources]
+  """(grain iterator of global batches for this process, Skips). `data.sources` (optional, e.g.
+  configs/paper): dataset names under data_dir to read instead of the stage's default datasets;
+  `data.shuffle` (optional, default True): False keeps the stored order."""
+  names = tuple(config.data.get("sources", ()))
+  if not names:
+    ensure_default_datasets(config.data)
+    names = tuple(DATASETS[s] for s in stage.sources)
+  sources = [load_source(name, split, config.data.data_dir) for name in names]
   batch = config.train.batch_size
   if batch % jax.process_count():
     raise ValueError(f"batch_size {batch} is not divisible by the {jax.process_count()} hosts")
   dataset, skips = make_dataset(
       sources if len(sources) > 1 else sources[0], tokenizer, template=config.template,
       mode=stage.mask_mode, max_len=config.train.max_len, batch_size=batch // jax.process_count(),
-      image_size=config.vit.image_size, image_len=image_len, seed=config.train.seed)
+      image_size=config.vit.image_size, image_len=image_len, seed=config.train.seed,
+      shuffle=config.data.get("shuffle", True))
   return iter(dataset), skips

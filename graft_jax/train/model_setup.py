@@ -20,6 +20,7 @@ from graft_jax.models.vlm import VLM
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.train.checkpoint import RunCheckpointer, describe_plan
+from graft_jax.train.encoder_init import pretrained_encoder
 from graft_jax.train.lora import DECODER_RULE, LoraConfig, init_lora
 from graft_jax.train.partition import merge, split
 from graft_jax.train.stages import STAGES, Stage
@@ -36,9 +37,11 @@ class StageModel:
 
 
 def vit_from_config(vit_cfg) -> VitConfig:
+  numerics = {k: vit_cfg[k] for k in ("dtype", "param_dtype", "remat") if k in vit_cfg}  # optional
+  numerics.update({k: jnp.dtype(v) for k, v in numerics.items() if k.endswith("dtype")})
   return VitConfig(image_size=vit_cfg.image_size, patch_size=vit_cfg.patch_size, width=vit_cfg.width,
                    depth=vit_cfg.depth, heads=vit_cfg.heads, mlp_dim=vit_cfg.mlp_dim,
-                   variant=vit_cfg.variant)
+                   variant=vit_cfg.variant, **numerics)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -100,6 +103,8 @@ def build_stage_model(config, stage: Stage) -> StageModel:
               config.vit.projector_depth)
   llm = make_surrogate(target, plan) if plan else target
   params = {"llm": llm} if stage.decoder_only else {**init_encoder_side(model, config.vit.seed), "llm": llm}
+  if not stage.decoder_only and config.vit.get("source"):  # a pretrained encoder (configs/paper)
+    params["img"] = pretrained_encoder(config.vit.source, model.vit)
   if config.init_from:
     params = load_previous_stage(params, plan, config.init_from)
   if lora.enabled:

@@ -1,0 +1,189 @@
+"""The CPU training-step benchmark behind experiments/bench_train.py, for any decoder size.
+
+  results = run_train_bench(llm_config, target_llm, vit, BatchShape(), plan=plan,
+                            stages=("translator", "stage2_surrogate", "stage2_full", "stage3_full"),
+                            reference_llm=torch_llama, peak_flops=None)
+
+Every stage runs the library's own step (graft_jax/bench/jax_stages.py) on the same synthetic
+batch; `reference_llm` (a transformers LlamaForCausalLM holding the same weights as
+`target_llm`) adds the PyTorch reference of stage 2 on the surrogate (and, with
+reference_full, on the full target), whose encoder and adapter weights graft_jax then uses too,
+so both start from the same loss.
+
+Timing: each run's first call (compilation + a step) is timed on its own, with the peak host RSS
+during it. The runs whose ratios the goals compare (stage 2 on the surrogate and on the full
+target, and the reference runs: `INTERLEAVED`) are then timed round-robin, one step of each in
+turn, so a drifting load on shared cores hits them alike; the other stages are timed right after
+their first call (their peak RSS covers those steps too) and released before the next is built.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import platform
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from graft_jax.bench.batch import BatchShape, expanded_layout, synthetic_batch
+from graft_jax.bench.jax_stages import StageRunner, get_bench_stage, prepare_stage
+from graft_jax.bench.measure import PeakMemory, matmul_peak_flops, round_robin, timed_call, timing
+from graft_jax.models.config import LlamaConfig
+from graft_jax.models.vit import VitConfig
+from graft_jax.models.vlm import VLM
+from graft_jax.surrogate import SurrogatePlan, make_surrogate
+from graft_jax.train.model_setup import init_encoder_side
+from graft_jax.train.optimizer import make_optimizer
+
+DEFAULT_STAGES = ("translator", "stage2_surrogate", "stage2_full", "stage3_full")
+INTERLEAVED = ("stage2_surrogate", "stage2_full")
+
+
+def machine_info() -> dict:
+  """Platform, device, core count and load average at the time of the run."""
+  load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+  return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": jax.devices()[0].platform,
+          "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
+          "load_average_1_5_15": [round(x, 2) for x in load], "python": platform.python_version(),
+          "jax": jax.__version__}
+
+
+class TorchRunner:
+  """The PyTorch reference step as a runner: calling it runs one step (stage 2)."""
+
+  def __init__(self, reference_llm, vit: VitConfig, plan: SurrogatePlan | None, batch: dict, image_len: int, *,
+               lr: float, seed: int):
+    from graft_jax.bench.torch_reference import TorchVLM  # pylint: disable=g-import-not-at-top
+    self.name = "stage2_surrogate" if plan else "stage2_full"
+    self.model = TorchVLM.build(vit, copy.deepcopy(reference_llm), plan=plan, seed=seed)
+    self.encoder = self.model.jax_encoder_params()
+    self.step = self.model.make_step(lr=lr)
+    self.layout, self.images, self.losses = expanded_layout(batch, image_len), batch["images"], []
+
+  def __call__(self) -> None:
+    self.losses.append(self.step(self.layout, self.images))
+
+  def result(self, first_call_s: float, times: list[float], memory: PeakMemory) -> dict:
+    import torch  # pylint: disable=g-import-not-at-top
+    t = timing(first_call_s, times)
+    tokens = int(np.prod(self.layout["tokens"].shape))
+    return {"stage": self.name, "label": "PyTorch reference", "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "trainable_params": int(sum(p.numel() for p in self.model.trainable_parameters())),
+            "decoder_tokens_per_step": tokens, "step_s": t.step_s, "step_times_s": list(t.times_s),
+            "first_call_s": t.first_call_s, "tokens_per_s": tokens / t.step_s,
+            "first_loss": self.losses[0], "last_loss": self.losses[-1], **memory.as_dict()}
+
+  def release(self) -> None:
+    self.model = self.step = None
+    gc.collect()
+
+
+def _first_call(runner) -> tuple[float, PeakMemory]:
+  with PeakMemory() as memory:
+    first = timed_call(runner)
+  return first, memory
+
+
+def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, shape: BatchShape, *,
+                    plan: SurrogatePlan, stages: Sequence[str] = DEFAULT_STAGES, reference_llm=None,
+                    reference_full: bool = False, warmup: int = 1, steps: int = 5,
+                    peak_flops: float | None = None, lr: float = 1e-4, seed: int = 0,
+                    torch_threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+  """Runs the stages (and the reference) on one synthetic batch; returns a JSON-able dict:
+  {"machine", "settings", "peak_flops", "stages": {name: result}, "reference": {...},
+  "summary": ratios}. peak_flops None: measured with a matmul microbenchmark."""
+  for name in stages:
+    get_bench_stage(name)
+  image_len = VLM(vit, llm_config).image_len
+  batch = synthetic_batch(shape, llm_config.vocab_size, vit.image_size, image_len, seed=seed)
+  text_batch = synthetic_batch(shape, llm_config.vocab_size, vit.image_size, image_len, text_only=True, seed=seed)
+  out = {"machine": machine_info(),
+         "settings": {"batch": shape.batch, "text_len": shape.text_len, "supervised_per_row": shape.supervised,
+                      "image_pos": shape.image_pos, "image_len": image_len, "seq_len": shape.seq_len(image_len),
+                      "vit": {"image_size": vit.image_size, "patch_size": vit.patch_size, "width": vit.width,
+                              "depth": vit.depth},
+                      "plan": plan.describe(), "warmup": warmup, "steps": steps, "lr": lr,
+                      "dtype": llm_config.dtype, "param_dtype": llm_config.param_dtype,
+                      "interleaved": [*INTERLEAVED, "reference"]},
+         "stages": {}, "reference": {}}
+  if peak_flops is None:
+    log("measuring peak FLOP/s (matmul microbenchmark) ...")
+    peak_flops = matmul_peak_flops()
+    out["peak_flops_source"] = "measured: best of 5 jitted fp32 2048x2048 matmuls"
+  else:
+    out["peak_flops_source"] = "given"
+  out["peak_flops"] = peak_flops
+  log(f"peak {peak_flops / 1e9:.1f} GFLOP/s ({out['peak_flops_source']})")
+
+  kept: dict[str, tuple] = {}  # key -> (runner, first call s, PeakMemory): timed round-robin at the end
+  encoder = None
+  if reference_llm is not None:
+    import torch  # pylint: disable=g-import-not-at-top
+    if torch_threads:
+      torch.set_num_threads(torch_threads)
+    for ref_plan in ([plan, None] if reference_full else [plan]):
+      runner = TorchRunner(reference_llm, vit, ref_plan, batch, image_len, lr=lr, seed=seed)
+      log(f"PyTorch reference: {runner.name}, first step ...")
+      kept[f"reference/{runner.name}"] = (runner, *_first_call(runner))
+      encoder = encoder or runner.encoder
+  if encoder is None:
+    encoder = jax.tree.map(np.asarray, init_encoder_side(VLM(vit, llm_config), seed))
+
+  optimizer = make_optimizer(lr)
+  surrogate_llm = make_surrogate(target_llm, plan)
+  for name in stages:
+    stage = get_bench_stage(name)
+    log(f"graft_jax: {stage.label}, compile + first step ...")
+    segments = plan.segments if stage.on_surrogate else None
+    llm = surrogate_llm if stage.on_surrogate else target_llm
+    params = {"llm": llm} if stage.decoder_only else {**encoder, "llm": llm}
+    runner = StageRunner(prepare_stage(stage, VLM(vit, llm_config, segments), params,
+                                       text_batch if stage.decoder_only else batch, optimizer))
+    if name in INTERLEAVED:
+      kept[name] = (runner, *_first_call(runner))
+      continue
+    with PeakMemory() as memory:
+      first = timed_call(runner)
+      times = round_robin({name: runner}, warmup, steps)[name]
+    out["stages"][name] = runner.result(first, times, memory, peak_flops)
+    runner.release()
+    _log_stage(log, out["stages"][name])
+
+  if kept:
+    log(f"timing {', '.join(kept)} round-robin ({warmup} warm-up + {steps} timed rounds) ...")
+    times = round_robin({key: r for key, (r, _, _) in kept.items()}, warmup, steps)
+    for key, (runner, first, memory) in kept.items():
+      if key.startswith("reference/"):
+        out["reference"][runner.name] = runner.result(first, times[key], memory)
+      else:
+        out["stages"][key] = runner.result(first, times[key], memory, peak_flops)
+        _log_stage(log, out["stages"][key])
+      runner.release()
+    out["stages"] = {name: out["stages"][name] for name in stages}  # the requested order
+  out["summary"] = summarize(out)
+  return out
+
+
+def _log_stage(log, r: dict) -> None:
+  log(f"  {r['stage']}: {r['step_s']:.3f} s/step, compile {r['compile_s']:.1f} s, MFU {100 * r['mfu']:.1f}%")
+
+
+def summarize(results: dict) -> dict:
+  """Ratios the goals are about: surrogate/full step time vs FLOPs (stage 2), and graft_jax over
+  the PyTorch reference in tokens/s (per stage the reference ran)."""
+  stages, ref = results["stages"], results.get("reference", {})
+  summary = {}
+  if "stage2_surrogate" in stages and "stage2_full" in stages:
+    s, f = stages["stage2_surrogate"], stages["stage2_full"]
+    time_ratio, flops_ratio = s["step_s"] / f["step_s"], s["step_flops"] / f["step_flops"]
+    summary.update(surrogate_full_time_ratio=time_ratio, surrogate_full_flops_ratio=flops_ratio,
+                   time_vs_flops_ratio_deviation=time_ratio / flops_ratio - 1)
+  for name, r in ref.items():
+    if name in stages:
+      summary[f"{name}_speedup_vs_reference"] = stages[name]["tokens_per_s"] / r["tokens_per_s"]
+      summary[f"{name}_first_loss_jax_vs_reference"] = [stages[name]["first_loss"], r["first_loss"]]
+  return summary

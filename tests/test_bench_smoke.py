@@ -1,0 +1,80 @@
+"""Smoke runs of the benchmarks on tiny models (never the full-size runs): experiments/bench_train.py's
+step code against the PyTorch reference, and experiments/gpu_check.py on the CPU."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from graft_jax.bench.batch import BatchShape, expanded_layout, synthetic_batch
+from graft_jax.bench.report import goal_lines, stage_table
+from graft_jax.bench.train_bench import run_train_bench, summarize
+from graft_jax.convert.load import load_model
+from graft_jax.models.vit import VitConfig
+from graft_jax.surrogate import SurrogatePlan
+from tests.llama_helpers import tiny_hf_llama
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VIT = VitConfig(image_size=16, patch_size=8, width=24, depth=2, heads=2, mlp_dim=48)
+
+
+def _gpu_check():
+  spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "experiments", "gpu_check.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_bench_train_steps_and_the_pytorch_reference_start_from_the_same_loss(tmp_path):
+  hf = tiny_hf_llama(tied=True, layers=4)
+  hf.save_pretrained(tmp_path / "llama")
+  target, config = load_model(str(tmp_path / "llama"))
+  results = run_train_bench(config, target, VIT, BatchShape(batch=2, text_len=12, supervised=4, image_pos=3),
+                            plan=SurrogatePlan.create(4, [(1, 2)]), stages=("translator", "stage2_surrogate"),
+                            reference_llm=hf, warmup=0, steps=1, peak_flops=1e10, log=lambda _: None)
+  for name in ("translator", "stage2_surrogate"):
+    r = results["stages"][name]
+    assert r["step_s"] > 0 and r["tokens_per_s"] > 0 and r["step_flops"] > 0 and r["mfu"] > 0
+    assert r["decoder_tokens_per_step"] == 2 * (12 + 7)  # 5 ViT tokens + soi/eoi
+  ref = results["reference"]["stage2_surrogate"]
+  assert ref["first_loss"] == pytest.approx(results["stages"]["stage2_surrogate"]["first_loss"], rel=1e-4)
+  assert len(hf.model.layers) == 4  # the reference cut a copy, not the caller's model
+  table = stage_table(results)
+  assert "graft_jax: stage 2 on the surrogate" in table and "PyTorch reference" in table
+  assert any("x" in line and "goal x1.3" in line for line in goal_lines(results["summary"]))
+  json.dumps(results)
+
+
+def test_summary_ratios_and_goal_verdicts():
+  fake = {"stages": {"stage2_surrogate": {"step_s": 0.9, "step_flops": 70.0, "tokens_per_s": 10.0, "first_loss": 1.0},
+                     "stage2_full": {"step_s": 1.0, "step_flops": 100.0, "tokens_per_s": 9.0, "first_loss": 1.0}},
+          "reference": {"stage2_surrogate": {"tokens_per_s": 10.0, "first_loss": 1.0}}}
+  summary = summarize(fake)
+  assert summary["surrogate_full_time_ratio"] == pytest.approx(0.9)
+  assert summary["time_vs_flops_ratio_deviation"] == pytest.approx(0.9 / 0.7 - 1)
+  lines = goal_lines(summary)
+  assert "missed by 18.6 points" in lines[0]
+  assert "x1.00 tokens/s" in lines[1] and "missed by 23%" in lines[1]
+
+
+def test_synthetic_batch_layout_matches_the_step_expansion():
+  shape = BatchShape(batch=3, text_len=10, supervised=3, image_pos=2)
+  batch = synthetic_batch(shape, 50, 16, 7)
+  layout = expanded_layout(batch, 7)
+  assert layout["tokens"].shape == (3, 17) and layout["supervised"].sum() == 9
+  assert layout["supervised"][:, -3:].all()  # the last text tokens are the targets
+  text = synthetic_batch(shape, 50, 16, 7, text_only=True)
+  assert text["tokens"].shape == (3, 17) and not text["has_image"].any()
+  with pytest.raises(ValueError, match="image_pos"):
+    BatchShape(text_len=10, supervised=9, image_pos=4)
+
+
+def test_gpu_check_runs_on_the_cpu_at_tiny_size_and_records_a_failing_stage(tmp_path):
+  out = tmp_path / "gpu_check.json"
+  results = _gpu_check().main(["--tiny", "--inprocess", "--stages", "stage3_full,no_such_stage", "--out", str(out)])
+  saved = json.loads(out.read_text())
+  assert saved["stages"]["stage3_full"]["mfu"] > 0
+  assert saved["stages"]["stage3_full"]["trainable_params"] > 0
+  assert "Unknown benchmark stage" in saved["stages"]["no_such_stage"]["error"]
+  assert saved["attention_check"]["use"] == "xla" and not saved["complete"]
+  assert results["summary"]["stage3_full_mfu_goal"] == 0.45
