@@ -13,11 +13,11 @@ def get_config(arg=None):
       "task": "evaluate",
       "model": model_config(name),
       "template": default_template(name),
-      "package": "runs/surrogate/finetune_encoder/encoder_package",
-      "surrogate_from": "runs/surrogate/pretrain",
+      "package": "runs/surrogate/seed0/encoder_surrogate/encoder_package",
+      "surrogate_from": "runs/surrogate/translator",
       "decoders": ("surrogate", "target"),
       "decoder": "target",        # set per entry of `decoders`
-      "eval_file": "data_cache/default/shapes/test.json",
+      "eval_file": "data_cache/vqa/shapes/test.json",
       "limit": 0,                 # 0: every sample
       "batch_size": 16,
       "max_new_tokens": 16,

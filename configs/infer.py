@@ -3,8 +3,9 @@
   python -m graft_jax.main --config=configs/infer.py --config.image=PATH --config.question="..."
       [--config.decoder=surrogate]
 
-`package`: the encoder package stage 2 wrote; `surrogate_from`: the stage-1 run whose translator
-the surrogate uses (evaluating on the surrogate loads stage 1, then stage 2).
+`package`: the encoder package stage 2 wrote (default: the main job's seed-0 encoder);
+`surrogate_from`: the run whose translator the surrogate uses (stage 0, or stage 1 where the route
+ran one; evaluating on the surrogate loads it, then stage 2's encoder side).
 """
 import ml_collections
 
@@ -17,9 +18,9 @@ def get_config(arg=None):
       "task": "infer",
       "model": model_config(name),
       "template": default_template(name),
-      "package": "runs/surrogate/finetune_encoder/encoder_package",
+      "package": "runs/surrogate/seed0/encoder_surrogate/encoder_package",
       "decoder": "target",
-      "surrogate_from": "runs/surrogate/pretrain",
+      "surrogate_from": "runs/surrogate/translator",
       "image": "",
       "question": "What color is the shape?",
       "max_new_tokens": 32,

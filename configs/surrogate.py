@@ -16,10 +16,10 @@ import ml_collections
 from graft_jax.config_lib import data_config, default_template, model_config, vit_config
 
 SIZES = {
-    "quick": dict(seeds=(0,), steps={"translator": 80, "pretrain": 0, "encoder": 60, "adapter": 0, "transfer": 0},
-                  run_dir="runs/surrogate", out_dir="runs/surrogate/results", eval_limit=125),
-    "full": dict(seeds=(0, 1, 2), steps={"translator": 150, "pretrain": 0, "encoder": 100, "adapter": 40,
-                                         "transfer": 30},
+    "quick": dict(seeds=(0,), steps={"translator": 60, "pretrain": 0, "encoder": 50, "adapter": 0, "transfer": 0},
+                  run_dir="runs/surrogate", out_dir="runs/surrogate/results", eval_limit=100),
+    "full": dict(seeds=(0, 1, 2), steps={"translator": 150, "pretrain": 0, "encoder": 60, "adapter": 30,
+                                         "transfer": 20},
                  run_dir="runs/graft_smollm2", out_dir="experiments/results/graft_smollm2", eval_limit=0),
 }
 

@@ -80,25 +80,39 @@ def machine_info() -> dict:
 
 
 def attention_check(args) -> dict:
-  """cuDNN flash attention vs XLA's on a small bf16 decoder: max |logit difference| (GPU only)."""
+  """cuDNN flash attention vs XLA's on a one-layer bf16 decoder with the real head layout and
+  sequence length: max |difference| of the logits and of the gradients (GPU only)."""
   if _platform() != "gpu":
     return {"skipped": "no GPU: cuDNN attention needs one", "use": "xla"}
   import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from graft_jax.models.config import LlamaConfig  # pylint: disable=g-import-not-at-top
+  from graft_jax.bench.random_stage import stage_configs  # pylint: disable=g-import-not-at-top
   from graft_jax.models.llama import Decoder, init_params  # pylint: disable=g-import-not-at-top
-  cfg = LlamaConfig(vocab_size=1024, hidden_size=512, intermediate_size=1024, num_layers=2, num_heads=8,
-                    num_kv_heads=2, head_dim=64, dtype="bfloat16")
-  params = init_params(cfg, jax.random.key(0))
-  tokens = jax.random.randint(jax.random.key(1), (2, 256), 0, cfg.vocab_size)
+  llm, vit, _ = stage_configs("tiny" if args.tiny else args.model, dtype=args.dtype)
+  cfg = llm.replace(num_layers=1, vocab_size=1024, intermediate_size=1024)
+  seq_len = args.text_len + vit.num_tokens + 2
+  params = jax.jit(lambda k: init_params(cfg, k))(jax.random.key(0))
+  tokens = jax.random.randint(jax.random.key(1), (2, seq_len), 0, cfg.vocab_size)
   out = {}
   for impl in ("xla", "cudnn"):
     model = Decoder(cfg.replace(attention_impl=impl))
-    out[impl] = np.asarray(jax.jit(lambda p, t, m=model: m.apply({"params": p}, t)[0])(params, tokens), np.float32)
-  diff = float(np.abs(out["xla"] - out["cudnn"]).max())
-  scale = float(np.abs(out["xla"]).max())
-  ok = diff <= 0.05 * max(scale, 1.0)
-  return {"max_abs_logit_diff": diff, "max_abs_logit": scale, "ok": ok, "use": "cudnn" if ok else "xla"}
+    loss = lambda p, m=model: jnp.mean(m.apply({"params": p}, tokens)[0].astype(jnp.float32) ** 2)
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    out[impl] = (float(value), np.concatenate([np.asarray(g, np.float32).ravel() for g in jax.tree.leaves(grads)]))
+  grad_diff = float(np.abs(out["xla"][1] - out["cudnn"][1]).max())
+  grad_scale = float(np.abs(out["xla"][1]).max())
+  loss_rel = abs(out["xla"][0] - out["cudnn"][0]) / max(abs(out["xla"][0]), 1e-9)
+  ok = loss_rel <= 0.02 and grad_diff <= 0.05 * max(grad_scale, 1e-9)
+  result = {"seq_len": seq_len, "heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+            "loss_rel_diff": loss_rel, "grad_max_abs_diff": grad_diff, "grad_max_abs": grad_scale, "ok": ok,
+            "use": "cudnn" if ok else "xla"}
+  try:
+    from jax._src.cudnn.fused_attention_stablehlo import check_cudnn_version  # pylint: disable=g-import-not-at-top
+    result["cudnn_version"] = check_cudnn_version()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return result
 
 
 def run_one(args, name: str) -> dict:
@@ -222,10 +236,13 @@ def drive(args) -> dict:
   for name in names:
     print(f"stage {name} (attention {attention}, remat {args.remat}) ...", flush=True)
     result = run(name, args.remat, attention)
-    if "error" in result and any(m in result.get("error", "") + result.get("log_tail", "") for m in OOM_MARKERS) \
-        and args.remat != "full":
-      print(f"  out of memory; retrying with remat full", flush=True)
-      result = {**run(name, "full", attention), "first_try_error": result["error"]}
+    if "error" in result and not result["error"].startswith("skipped"):
+      oom = any(m in result["error"] + result.get("log_tail", "") for m in OOM_MARKERS)
+      retry = ("full", attention) if oom and args.remat != "full" else (
+          (args.remat, "xla") if not oom and attention == "cudnn" else None)
+      if retry:
+        print(f"  failed ({result['error'][:200]}); retrying with remat {retry[0]}, attention {retry[1]}", flush=True)
+        result = {**run(name, *retry), "first_try_error": result["error"]}
     results["stages"][name] = result
     if "error" in result:
       print(f"  failed: {result['error']}", flush=True)

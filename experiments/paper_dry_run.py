@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "paper", "dry_run.jsonl")
@@ -57,10 +58,8 @@ def _save(record: dict) -> None:
 def row(r: dict) -> str:
   b = r["bytes_per_device"]
   gib = lambda n: "-" if n is None else f"{n / GIB:.1f}"
-  if r["error"]:
-    verdict = "no: " + r["error"].split("; ")[-1].split(": --config")[0]
-  else:
-    verdict = "yes"
+  advice = re.search(r"use fsdp >= \d+|lower train.per_device_batch", r["error"])
+  verdict = f"no: {advice.group(0) if advice else r['error']}" if r["error"] else "yes"
   target, stage = r["recipe"].split(",")
   decoder = f"{r['decoder_layers']} layers, {r['decoder_params'] / 1e9:.2f}B"
   return (f"| {target} | {stage} | {decoder} | {r['trainable_params'] / 1e9:.3f}B | {r['devices']} | "
@@ -83,13 +82,15 @@ def main() -> None:
   parser.add_argument("--device", default="h100-80gb")
   parser.add_argument("--table", action="store_true")
   args = parser.parse_args()
-  if args.table:
+  if args.table:  # Llama-3.1-70B by stage and mesh, then the others by target and stage
     records = [json.loads(line) for line in open(RESULTS) if line.strip()]
+    targets = parser.get_default("targets")[::-1]
     order = {s: i for i, s in enumerate(parser.get_default("stages"))}
-    records.sort(key=lambda r: (r["decoder_params"] > 60e9, r["recipe"].split(",")[0], r["devices"],
-                                order[r["recipe"].split(",")[1]]))
-    print(HEADER)
-    print("\n".join(row(r) for r in records))
+    key = lambda r: (targets.index(r["recipe"].split(",")[0]), order[r["recipe"].split(",")[1]], r["devices"])
+    for big in (True, False):
+      print(HEADER)
+      print("\n".join(row(r) for r in sorted(records, key=key) if (r["recipe"].startswith("llama-3.1-70b")) == big))
+      print()
     return
   print(HEADER)
   run(args.devices, args.targets, args.stages, args.device)

@@ -116,8 +116,8 @@ def test_70b_stage_3_on_8_devices_fails_before_compiling_and_names_the_fsdp_size
   # Full size, shapes only: 70.6B trainable bf16 params + AdamW state + fp32 gradient accumulators.
   config = _recipe("llama-3.1-70b,finetune_decoder", dry_run=True, hardware__device="h100-80gb")
   with pytest.raises(PlanDoesNotFit, match=r"llama-3.1-70b,finetune_decoder \(full target\) needs ~82.\d GiB per "
-                                           r"device on 8 devices .* h100-80gb has 79.6 GiB .* use fsdp >= 16 "
-                                           r"\(at least 16 devices\)"):
+                                           r"device before activations on 8 devices .* h100-80gb has 79.6 GiB .* "
+                                           r"use fsdp >= 16 \(at least 16 devices\); activations come on top"):
     launch(config)
   config = _recipe("llama-3.2-3b,finetune_encoder", dry_run=True, width_divisor=32, hardware__memory_gib=1e-4)
   with pytest.raises(PlanDoesNotFit, match="does not shrink with fsdp alone is too big: lower train.per_device_batch"):

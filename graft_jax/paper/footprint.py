@@ -69,8 +69,9 @@ class Footprint:
 
 
 def min_fsdp(fp: Footprint, fsdp: int, limit: float) -> int | None:
-  """The smallest power-of-two fsdp size at which `fp` (measured at `fsdp`) fits `limit` bytes,
-  or None when the part that does not shrink with fsdp is already too big."""
+  """The smallest power-of-two fsdp size at which `fp` (measured at `fsdp`) fits `limit` bytes if
+  only params, optimizer state and gradients shrink (an upper bound: XLA's temporaries hold sharded
+  copies too), or None when the part that does not shrink with fsdp is already too big."""
   fixed = fp.total - fp.scalable
   if fixed >= limit:
     return None
@@ -85,14 +86,17 @@ def check_fits(fp: Footprint, *, what: str, devices: int, mesh_shape: dict, devi
   if fp.total <= limit:
     return
   mesh = " ".join(f"{k}={v}" for k, v in mesh_shape.items())
-  head = (f"{what} needs ~{fp.total / GIB:.1f} GiB per device on {devices} devices (mesh {mesh}; "
+  alone = " before activations" if fp.activations is None else ""
+  head = (f"{what} needs ~{fp.total / GIB:.1f} GiB per device{alone} on {devices} devices (mesh {mesh}; "
           f"{fp.describe()}), but {device_name} has {limit_gib:.1f} GiB (hardware.memory_gib)")
   fsdp = mesh_shape.get("fsdp", 1)
   n = min_fsdp(fp, fsdp, limit)
   if n is None:
     raise PlanDoesNotFit(f"{head}; the part that does not shrink with fsdp alone is too big: lower "
                          f"train.per_device_batch (now {per_device_batch}) or raise hardware.memory_gib")
+  then = ("; activations come on top: dry-run that mesh" if fp.activations is None
+          else " (at most: some temporaries shrink with fsdp too, so dry-run smaller sizes)")
   if n <= devices:
-    raise PlanDoesNotFit(f"{head}; use fsdp >= {n}: --config.mesh='((\"data\", -1), (\"fsdp\", {n}), "
+    raise PlanDoesNotFit(f"{head}; use fsdp >= {n}{then}: --config.mesh='((\"data\", -1), (\"fsdp\", {n}), "
                          "(\"tensor\", 1))'")
-  raise PlanDoesNotFit(f"{head}; use fsdp >= {n} (at least {n} devices)")
+  raise PlanDoesNotFit(f"{head}; use fsdp >= {n} (at least {n} devices){then}")
