@@ -74,7 +74,8 @@ def main(argv=None) -> dict:
                             peak_flops=args.peak_gflops * 1e9 or None, lr=args.lr, torch_threads=args.torch_threads)
   results["settings"]["model"] = "SmolLM2-135M-Instruct (GGUF, fp32)"
   m, s = results["machine"], results["settings"]
-  print(f"\nSmolLM2-135M, {m['platform']} x{m['cpu_count']} cores (load {m['load_average_1_5_15']}), "
+  print(f"\nSmolLM2-135M, {m['platform']} x{m['cpu_count']} cores (load average 1/5/15 min "
+        f"{m['load_average_1_5_15']} at start, {m['load_average_at_end']} at end), "
         f"{m['date']}; batch {s['batch']} x {s['seq_len']} positions ({s['text_len']} text + {s['image_len']} "
         f"image), {s['supervised_per_row']} supervised/row; plan {s['plan']}; peak "
         f"{results['peak_flops'] / 1e9:.1f} GFLOP/s ({results['peak_flops_source']})\n")

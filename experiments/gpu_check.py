@@ -12,8 +12,10 @@ weights in bf16, trained ones as fp32 masters with AdamW; attention through cuDN
 
 Each stage runs in its own process (the device's peak memory is per process, and a crash or an
 out-of-memory in one stage does not take the others down); an out-of-memory stage is retried
-once with full rematerialisation. The JSON is rewritten after every stage, so a partial run still
-leaves its results. MFU = model FLOPs per step (graft_jax/bench/flops.py: 6N trainable, 4N frozen
+once with full rematerialisation, a stage failing otherwise with cuDNN attention once with XLA's.
+No stage starts after --deadline_s and each is killed after --stage_timeout. The JSON is
+rewritten after every stage, so a partial run still leaves its results; `--table PATH` prints
+the README table of one. MFU = model FLOPs per step (graft_jax/bench/flops.py: 6N trainable, 4N frozen
 with gradients flowing through, 2N forward-only, plus attention; LM head at supervised positions)
 / step time / peak (H200 dense bf16: 989 TFLOP/s).
 """
@@ -56,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--stage_timeout", type=int, default=170, help="seconds per stage process")
   p.add_argument("--deadline_s", type=int, default=450, help="no stage starts after this many seconds")
   p.add_argument("--inprocess", action="store_true", help="run the stages in this process")
+  p.add_argument("--table", default="", help="print the Markdown table of an existing result JSON and exit")
   p.add_argument("--one", default="", help=argparse.SUPPRESS)   # internal: run one stage
   p.add_argument("--part", default="", help=argparse.SUPPRESS)  # internal: where it writes its result
   args = p.parse_args(argv)
@@ -163,8 +166,8 @@ def _stage_subprocess(args, name: str, part: str, timeout: float, remat: str, at
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     tail, code = (proc.stdout + proc.stderr)[-3000:], proc.returncode
   except subprocess.TimeoutExpired as e:
-    out = (e.stdout or b"") + (e.stderr or b"")
-    tail = (out.decode(errors="replace") if isinstance(out, bytes) else out)[-3000:]
+    text = lambda x: x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+    tail = (text(e.stdout) + text(e.stderr))[-3000:]
     return {"stage": name, "error": f"timed out after {timeout:.0f} s", "log_tail": tail}
   if os.path.exists(part):
     with open(part) as f:
@@ -260,8 +263,31 @@ def drive(args) -> dict:
   return results
 
 
+def table(path: str) -> str:
+  """The README table of a gpu_check JSON: one row per stage, then the goals."""
+  from graft_jax.bench.report import stage_table  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    results = json.load(f)
+  m = results.get("machine", {})
+  lines = [f"{m.get('device', '?')}, jax {m.get('jax', '?')}, {m.get('date', '?')}; attention: "
+           f"{results.get('attention_check', {}).get('use', results['settings'].get('attention'))}", "",
+           stage_table(results, memory_key="device_peak_bytes"), ""]
+  s = results.get("summary", {})
+  for name, goal in GOALS_MFU.items():
+    if f"{name}_mfu" in s:
+      verdict = "met" if s[f"{name}_mfu"] >= goal else f"missed by {100 * (goal - s[f'{name}_mfu']):.1f} points"
+      lines.append(f"{name}: MFU {100 * s[f'{name}_mfu']:.1f}% (goal {100 * goal:.0f}%: {verdict})")
+  if "surrogate_full_time_ratio" in s:
+    lines.append(f"surrogate/full step time {s['surrogate_full_time_ratio']:.3f} vs FLOPs ratio "
+                 f"{s['surrogate_full_flops_ratio']:.3f}")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
+  if args.table:
+    print(table(args.table))
+    return {}
   if args.one:
     try:
       result = run_one(args, args.one)
@@ -272,7 +298,7 @@ def main(argv=None) -> dict:
     write(args.part, result)
     return result
   results = drive(args)
-  print(json.dumps(results.get("summary", {}), indent=2))
+  print(table(args.out))
   print(f"wrote {args.out}")
   return results
 

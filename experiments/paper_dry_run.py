@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "paper", "dry_run.jsonl")
 GIB = 2 ** 30
@@ -24,13 +23,12 @@ GIB = 2 ** 30
 def run(devices: int, targets: list[str], stages: list[str], device: str) -> None:
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from graft_jax.paper.footprint import PlanDoesNotFit  # pylint: disable=g-import-not-at-top
   from graft_jax.paper.launch import launch  # pylint: disable=g-import-not-at-top
-  from tests.config_files import load_config  # pylint: disable=g-import-not-at-top
+  from graft_jax.paper.recipe import recipe_config  # pylint: disable=g-import-not-at-top
   for target in targets:
     for stage in stages:
-      config = load_config("paper/recipe", f"{target},{stage}")
+      config = recipe_config(target, stage)  # what configs/paper/recipe.py:TARGET,STAGE returns
       config.dry_run, config.hardware.device = True, device
       config.lock()
       with contextlib.redirect_stdout(io.StringIO()):

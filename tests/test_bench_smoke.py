@@ -70,13 +70,17 @@ def test_synthetic_batch_layout_matches_the_step_expansion():
 
 def test_gpu_check_runs_on_the_cpu_at_tiny_size_and_records_a_failing_stage(tmp_path):
   out = tmp_path / "gpu_check.json"
-  results = _gpu_check().main(["--tiny", "--inprocess", "--stages", "stage3_full,no_such_stage", "--out", str(out)])
+  gpu_check = _gpu_check()
+  results = gpu_check.main(["--tiny", "--inprocess", "--stages", "stage3_full,no_such_stage", "--dtype", "float32",
+                            "--out", str(out)])  # float32: a third less compilation on the CPU than bf16
   saved = json.loads(out.read_text())
   assert saved["stages"]["stage3_full"]["mfu"] > 0
   assert saved["stages"]["stage3_full"]["trainable_params"] > 0
   assert "Unknown benchmark stage" in saved["stages"]["no_such_stage"]["error"]
   assert saved["attention_check"]["use"] == "xla" and not saved["complete"]
   assert results["summary"]["stage3_full_mfu_goal"] == 0.45
+  table = gpu_check.table(str(out))
+  assert "stage 3 (whole decoder)" in table and "failed: ValueError" in table and "goal 45%" in table
 
 
 def test_gpu_check_records_a_stage_that_outlives_its_timeout(tmp_path):

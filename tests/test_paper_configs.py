@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 
+import jax
 import pytest
 
 from graft_jax.cost import decoder_cost
@@ -58,7 +59,7 @@ def test_full_size_parameter_counts_agree_with_the_cost_report(target):
   for stage, on_surrogate in (("finetune_encoder", True), ("finetune_encoder_full", False)):
     config = load_config("paper/recipe", f"{target},{stage}")
     a = abstract_stage(config)  # shapes only: the 70B tree costs nothing
-    llm = sum(x.size for x in __import__("jax").tree.leaves(a.params["llm"]))
+    llm = sum(x.size for x in jax.tree.leaves(a.params["llm"]))
     expected = rows[target]["surrogate_params" if on_surrogate else "target_params"]
     plan = SurrogatePlan.create(preset(target).num_layers, TARGETS[target]) if on_surrogate else None
     assert llm == expected == decoder_cost(preset(target), plan.segments if plan else None).params

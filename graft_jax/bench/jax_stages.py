@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from graft_jax.bench.flops import StepFlops, mfu, train_step_flops
-from graft_jax.bench.measure import PeakMemory, round_robin, timed_call, timing
+from graft_jax.bench.measure import PeakMemory, first_call, round_robin, timing
 from graft_jax.models.vlm import VLM
 from graft_jax.train import sharding
 from graft_jax.train.layout import make_layout
@@ -127,8 +127,8 @@ class StageRunner:
     self.losses.append(float(metrics["loss"]))
 
   def result(self, first_call_s: float, times: list[float], memory: PeakMemory,
-             peak_flops: float | None = None) -> dict:
-    p, t = self.prepared, timing(first_call_s, times)
+             peak_flops: float | None = None, compile_s: float | None = None) -> dict:
+    p, t = self.prepared, timing(first_call_s, times, compile_s)
     out = {"stage": p.stage.name, "label": p.stage.label, "trainable_params": p.trainable_params,
            "frozen_params": p.frozen_params, "decoder_tokens_per_step": p.flops.decoder_tokens,
            "step_s": t.step_s, "step_times_s": list(t.times_s), "first_call_s": t.first_call_s,
@@ -153,8 +153,8 @@ def run_stage(prepared: PreparedStage, *, warmup: int = 1, steps: int = 5,
   prepared state is consumed (donated) and released."""
   runner = StageRunner(prepared)
   with PeakMemory() as memory:
-    first = timed_call(runner)
+    first, compile_s = first_call(runner)
     times = round_robin({"step": runner}, warmup, steps)["step"]
-  result = runner.result(first, times, memory, peak_flops)
+  result = runner.result(first, times, memory, peak_flops, compile_s)
   runner.release()
   return result

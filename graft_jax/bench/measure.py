@@ -78,10 +78,40 @@ class PeakMemory:
             "device_peak_bytes": self.device_peak_bytes}
 
 
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+class CompileTimer:
+  """Context manager: `seconds` = JAX's own tracing + lowering + XLA compilation time reported
+  (jax.monitoring) while inside, for every jit compiled meanwhile; None if JAX reported none."""
+
+  def __init__(self):
+    self.seconds: float | None = None
+
+  def _listen(self, event: str, duration: float, **kwargs) -> None:
+    del kwargs
+    if event in COMPILE_EVENTS:
+      self.seconds = (self.seconds or 0.0) + duration
+
+  def __enter__(self) -> "CompileTimer":
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc):
+    unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+    if unregister is not None:
+      unregister(self._listen)
+    else:  # older JAX: leave it registered but deaf
+      self._listen = lambda *a, **k: None  # pylint: disable=attribute-defined-outside-init
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
   """first_call_s: the first call (compilation + one run); step_s: median of the timed calls;
-  compile_s: first_call_s - step_s (an estimate of compilation and first-run overheads)."""
+  compile_s: JAX's reported tracing + lowering + compilation time during the first call where
+  measured, else first_call_s - step_s (which drifting load on shared cores can make 0)."""
   first_call_s: float
   step_s: float
   compile_s: float
@@ -110,17 +140,24 @@ def round_robin(runs: dict[str, Callable[[], None]], warmup: int = 1, steps: int
   return times
 
 
-def timing(first_call_s: float, times: list[float]) -> Timing:
+def timing(first_call_s: float, times: list[float], compile_s: float | None = None) -> Timing:
   median = statistics.median(times)
-  return Timing(first_call_s=first_call_s, step_s=median, compile_s=max(first_call_s - median, 0.0),
-                times_s=tuple(times))
+  compile_s = max(first_call_s - median, 0.0) if compile_s is None else compile_s
+  return Timing(first_call_s=first_call_s, step_s=median, compile_s=compile_s, times_s=tuple(times))
+
+
+def first_call(run: Callable[[], None]) -> tuple[float, float | None]:
+  """(seconds of the first call of `run`, JAX's compilation seconds during it or None)."""
+  with CompileTimer() as compiled:
+    seconds = timed_call(run)
+  return seconds, compiled.seconds
 
 
 def time_steps(run: Callable[[], None], warmup: int = 1, steps: int = 5) -> Timing:
   """Times `run` (which must block until its work is done): one first call, `warmup` untimed
   calls, then `steps` timed calls whose median is the step time."""
-  first = timed_call(run)
-  return timing(first, round_robin({"run": run}, warmup, steps)["run"])
+  first, compile_s = first_call(run)
+  return timing(first, round_robin({"run": run}, warmup, steps)["run"], compile_s)
 
 
 def matmul_peak_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5, device=None) -> float:

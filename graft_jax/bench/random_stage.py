@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,10 +15,10 @@ from graft_jax.bench.jax_stages import BenchStage
 from graft_jax.models.config import LlamaConfig
 from graft_jax.models.llama import init_params as init_llm_params
 from graft_jax.models.presets import preset
-from graft_jax.models.vit import VitConfig
+from graft_jax.models.projector import Projector
+from graft_jax.models.vit import VitConfig, init_params as init_vit_params
 from graft_jax.models.vlm import VLM
 from graft_jax.surrogate import SurrogatePlan
-from graft_jax.train.model_setup import init_encoder_side
 
 # CLIP ViT-L/14 at 336 px: 24 x 24 patches + CLS = 577 tokens, 579 embeddings with soi/eoi.
 CLIP_L14_336 = VitConfig(image_size=336, patch_size=14, width=1024, depth=24, heads=16, mlp_dim=4096,
@@ -42,6 +43,16 @@ def stage_configs(model: str, *, dtype: str = "bfloat16", remat: str = "none", a
   return llm, vit, SurrogatePlan.create(llm.num_layers, ranges)
 
 
+def random_encoder_side(model: VLM, seed: int) -> dict:
+  """Random {"img", "proj"} for `model` (as train/model_setup.py's init_encoder_side, without the
+  checkpoint and tokenizer imports that module needs: the GPU machine has only jax/flax/optax)."""
+  img_rng, proj_rng = jax.random.split(jax.random.key(seed))
+  proj = Projector(model.llm.hidden_size, model.projector_depth, dtype=model.llm.jnp_dtype,
+                   param_dtype=model.llm.jnp_param_dtype).init(
+                       proj_rng, jnp.zeros((1, model.vit.num_tokens, model.vit.width)))["params"]
+  return nn.meta.unbox({"img": init_vit_params(model.vit, img_rng), "proj": proj})
+
+
 def random_stage_params(stage: BenchStage, llm: LlamaConfig, vit: VitConfig, plan: SurrogatePlan, *,
                         frozen_dtype: str = "bfloat16", seed: int = 0) -> tuple[VLM, dict]:
   """(model, params) of `stage` with random weights on the default device. The decoder is made
@@ -55,7 +66,7 @@ def random_stage_params(stage: BenchStage, llm: LlamaConfig, vit: VitConfig, pla
   decoder = jax.jit(lambda k: init_llm_params(init_cfg, k, segments))(key)
   if stage.decoder_only:
     return model, {"llm": decoder}
-  encoder = jax.jit(lambda: init_encoder_side(model, seed + 1))()
+  encoder = jax.jit(lambda: random_encoder_side(model, seed + 1))()
   return model, {**encoder, "llm": decoder}
 
 

@@ -11,7 +11,7 @@ reference_full, on the full target), whose encoder and adapter weights graft_jax
 so both start from the same loss.
 
 Timing: each run's first call (compilation + a step) is timed on its own, with the peak host RSS
-during it. The runs whose ratios the goals compare (stage 2 on the surrogate and on the full
+during it and JAX's own report of its compilation time (jax.monitoring). The runs whose ratios the goals compare (stage 2 on the surrogate and on the full
 target, and the reference runs: `INTERLEAVED`) are then timed round-robin, one step of each in
 turn, so a drifting load on shared cores hits them alike; the other stages are timed right after
 their first call (their peak RSS covers those steps too) and released before the next is built.
@@ -30,7 +30,7 @@ import numpy as np
 
 from graft_jax.bench.batch import BatchShape, expanded_layout, synthetic_batch
 from graft_jax.bench.jax_stages import StageRunner, get_bench_stage, prepare_stage
-from graft_jax.bench.measure import PeakMemory, matmul_peak_flops, round_robin, timed_call, timing
+from graft_jax.bench.measure import PeakMemory, first_call, matmul_peak_flops, round_robin, timing
 from graft_jax.models.config import LlamaConfig
 from graft_jax.models.vit import VitConfig
 from graft_jax.models.vlm import VLM
@@ -82,10 +82,11 @@ class TorchRunner:
     gc.collect()
 
 
-def _first_call(runner) -> tuple[float, PeakMemory]:
+def _first_call(runner) -> tuple[float, float | None, PeakMemory]:
+  """(first call s, JAX compilation s during it, the peak memory during it)."""
   with PeakMemory() as memory:
-    first = timed_call(runner)
-  return first, memory
+    first, compile_s = first_call(runner)
+  return first, compile_s, memory
 
 
 def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, shape: BatchShape, *,
@@ -119,7 +120,7 @@ def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, s
   out["peak_flops"] = peak_flops
   log(f"peak {peak_flops / 1e9:.1f} GFLOP/s ({out['peak_flops_source']})")
 
-  kept: dict[str, tuple] = {}  # key -> (runner, first call s, PeakMemory): timed round-robin at the end
+  kept: dict[str, tuple] = {}  # key -> (runner, first call s, compile s, PeakMemory): round-robin at the end
   encoder = None
   if reference_llm is not None:
     import torch  # pylint: disable=g-import-not-at-top
@@ -147,24 +148,25 @@ def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, s
       kept[name] = (runner, *_first_call(runner))
       continue
     with PeakMemory() as memory:
-      first = timed_call(runner)
+      first, compile_s = first_call(runner)
       times = round_robin({name: runner}, warmup, steps)[name]
-    out["stages"][name] = runner.result(first, times, memory, peak_flops)
+    out["stages"][name] = runner.result(first, times, memory, peak_flops, compile_s)
     runner.release()
     _log_stage(log, out["stages"][name])
 
   if kept:
     log(f"timing {', '.join(kept)} round-robin ({warmup} warm-up + {steps} timed rounds) ...")
-    times = round_robin({key: r for key, (r, _, _) in kept.items()}, warmup, steps)
-    for key, (runner, first, memory) in kept.items():
+    times = round_robin({key: r for key, (r, _, _, _) in kept.items()}, warmup, steps)
+    for key, (runner, first, compile_s, memory) in kept.items():
       if key.startswith("reference/"):
         out["reference"][runner.name] = runner.result(first, times[key], memory)
       else:
-        out["stages"][key] = runner.result(first, times[key], memory, peak_flops)
+        out["stages"][key] = runner.result(first, times[key], memory, peak_flops, compile_s)
         _log_stage(log, out["stages"][key])
       runner.release()
     out["stages"] = {name: out["stages"][name] for name in stages}  # the requested order
   out["summary"] = summarize(out)
+  out["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
   return out
 
 

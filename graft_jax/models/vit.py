@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from graft_jax.models.projector import OUTPUT_NORMS
+
 VARIANTS = ("clip", "siglip")
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -36,7 +38,11 @@ REMAT_POLICIES = {
 @dataclasses.dataclass(frozen=True)
 class VitConfig:
   """Shape and numerics of a ViT. `act=None` picks the variant's activation (clip: quick_gelu,
-  siglip: gelu_tanh); set it for checkpoints that differ (e.g. CLIP models trained with exact GELU)."""
+  siglip: gelu_tanh); set it for checkpoints that differ (e.g. CLIP models trained with exact GELU).
+
+  `output_norm` is the adapter's output normalisation (models/projector.py OUTPUT_NORMS; the ViT
+  itself ignores it). It lives here so that every VLM built from an encoder config (training, the
+  KL teacher, scoring, grafting from a package's `encoder_config`) rebuilds the same adapter."""
   image_size: int = 224
   patch_size: int = 16
   width: int = 768
@@ -49,12 +55,15 @@ class VitConfig:
   dtype: Any = jnp.float32
   remat: str = "none"
   act: str | None = None
+  output_norm: str = "none"
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
       raise ValueError(f"VitConfig.variant must be one of {VARIANTS}, got {self.variant!r}.")
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"VitConfig.remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}.")
+    if self.output_norm not in OUTPUT_NORMS:
+      raise ValueError(f"VitConfig.output_norm must be one of {OUTPUT_NORMS}, got {self.output_norm!r}.")
     if self.act is not None and self.act not in ACTIVATIONS:
       raise ValueError(f"VitConfig.act must be one of {tuple(ACTIVATIONS)} or None, got {self.act!r}.")
     if self.image_size % self.patch_size:

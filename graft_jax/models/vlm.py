@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from graft_jax.models.config import LlamaConfig, Segments
 from graft_jax.models.llama import Cache, Decoder
-from graft_jax.models.projector import Projector
+from graft_jax.models.projector import Projector, token_embedding_rms
 from graft_jax.models.vit import VisionTransformer, VitConfig
 
 
@@ -36,7 +36,7 @@ class VLM(nn.Module):
   def setup(self):
     self.img = VisionTransformer(self.vit)
     self.proj = Projector(self.llm.hidden_size, self.projector_depth, dtype=self.llm.jnp_dtype,
-                          param_dtype=self.llm.jnp_param_dtype)
+                          param_dtype=self.llm.jnp_param_dtype, output_norm=self.vit.output_norm)
     self.decoder = Decoder(self.llm, self.segments, name="llm")
 
   @property
@@ -45,8 +45,11 @@ class VLM(nn.Module):
     return self.vit.num_tokens + 2
 
   def image_embeddings(self, images: jnp.ndarray) -> jnp.ndarray:
-    """float[B, H, W, 3] -> float[B, image_len, D]."""
-    return self.proj(self.img(images))
+    """float[B, H, W, 3] -> float[B, image_len, D]. With `vit.output_norm` "rms_token_scale" every
+    embedding is scaled to the mean RMS norm of this decoder's token embeddings."""
+    if self.vit.output_norm == "none":
+      return self.proj(self.img(images))
+    return self.proj(self.img(images), token_embedding_rms(self.decoder.embed.embedding))
 
   def embed_inputs(self, tokens: jnp.ndarray, images: jnp.ndarray, image_pos: jnp.ndarray) -> jnp.ndarray:
     """tokens int[B, T] (slot expanded), images float[B, H, W, 3], image_pos int[B] -> float[B, T, D]."""

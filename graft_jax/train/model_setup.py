@@ -37,11 +37,13 @@ class StageModel:
 
 
 def vit_from_config(vit_cfg) -> VitConfig:
-  numerics = {k: vit_cfg[k] for k in ("dtype", "param_dtype", "remat") if k in vit_cfg}  # optional
-  numerics.update({k: jnp.dtype(v) for k, v in numerics.items() if k.endswith("dtype")})
+  """The VitConfig of a config's `vit` block. Optional keys (absent from older configs and
+  packages' `encoder_config`): dtype, param_dtype, remat, output_norm (default "none")."""
+  optional = {k: vit_cfg[k] for k in ("dtype", "param_dtype", "remat", "output_norm") if k in vit_cfg}
+  optional.update({k: jnp.dtype(v) for k, v in optional.items() if k.endswith("dtype")})
   return VitConfig(image_size=vit_cfg.image_size, patch_size=vit_cfg.patch_size, width=vit_cfg.width,
                    depth=vit_cfg.depth, heads=vit_cfg.heads, mlp_dim=vit_cfg.mlp_dim,
-                   variant=vit_cfg.variant, **numerics)
+                   variant=vit_cfg.variant, **optional)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

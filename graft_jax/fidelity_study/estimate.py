@@ -1,0 +1,71 @@
+"""Rough CPU time of a cell from its sizes (printed by `experiments/fidelity_study.py --list`).
+
+Decoder FLOPs per step, from the model's shapes and the offline data's padded sizes, over a
+throughput measured on this project's 2-core CPU (SmolLM2-135M, batch 16; README): the translator
+at 5.1 s/step (text, 2048 padded positions, 21 layers) and stage 2 at 8.4 s/step (shapes with
+67 image tokens, 2048 positions) both come to ~75 GFLOP/s; answering 600 held-out questions took
+5.4 min, ~30 GFLOP/s. Per step:
+  translator: forward through the kept layers, backward only from the top down to the translator,
+    the LM head (tied, frozen: input gradient only) at the supervised positions; with KL
+    distillation also a forward of the full target;
+  stage 1/2: forward and an input-gradient backward through every kept layer (the gradient
+    reaches the image embeddings), the LM head at the supervised positions; the ViT is ~1%.
+Estimates to plan with; cells.json records the measured wall-clock of every cell that ran.
+"""
+from __future__ import annotations
+
+from graft_jax.models.config import LlamaConfig
+from graft_jax.surrogate import SurrogatePlan
+
+TRAIN_FLOPS_PER_S = 75e9
+GENERATE_FLOPS_PER_S = 30e9
+# Padded positions and supervised targets per sample (data_cache/vqa/stats.json, buckets of 64, 128, ...).
+TEXT_POSITIONS, TEXT_SUPERVISED = 128, 27      # synthetic chats: mean 56 tokens, max 171
+IMAGE_POSITIONS, IMAGE_SUPERVISED = 64, 9.2    # VQA shapes: mean 46 tokens (19 image), max 52
+PROMPT_TOKENS, ANSWER_TOKENS = 45, 6           # an evaluation prompt, the greedy answer
+OVERHEAD_PER_RUN = 40.0   # loading SmolLM2, building and compiling the step, per train() call
+MEASURE_IMAGES = 64       # measure.MeasureSettings.images
+
+
+def layer_flops(c: LlamaConfig) -> float:
+  """Forward FLOPs of one decoder layer per token (matmuls; attention is small at these lengths)."""
+  q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+  return 2.0 * (c.hidden_size * (2 * q + 2 * kv) + 3 * c.hidden_size * c.intermediate_size)
+
+
+def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_shared: bool = False) -> dict:
+  """Seconds per part of the cell's main job `job` ({"translator", "pretrain", "encoder_surrogate",
+  "encoder_target", "scoring", "measures", "total"}) on the decoder `llm`; a shared run that an
+  earlier cell trained costs only its overhead here."""
+  n = llm.num_layers
+  plan = SurrogatePlan.create(n, [tuple(r) for r in job.ranges])
+  kept = plan.num_kept_layers
+  above = sum(len(layers) for _, kind, layers in plan.layout() if kind == "keep" and layers[0] > plan.ranges[0].start)
+  f, head = layer_flops(llm), 2.0 * llm.hidden_size * llm.vocab_size
+  b, seeds, steps = job.batch_size, len(job.seeds), job.steps
+  text_pos, text_sup = b * TEXT_POSITIONS, b * TEXT_SUPERVISED
+  img_pos, img_sup = b * IMAGE_POSITIONS, b * IMAGE_SUPERVISED
+  translator = text_pos * f * (kept + 2 + above) + 2 * head * text_sup
+  if job.translator_kl_weight > 0:
+    translator += text_pos * f * n + head * text_sup
+  image_step = lambda layers: 2 * img_pos * f * layers + 2 * head * img_sup
+  pretrain = 2 * (text_pos + img_pos) / 2 * f * kept + head * (text_sup + img_sup)
+  answer = lambda layers: PROMPT_TOKENS * f * layers + ANSWER_TOKENS * (f * layers + head)
+  questions = (job.eval.limit or 250) * seeds
+  # measures: the hidden pass on the chats for the untrained and the trained surrogate (their KL
+  # comes from the main job); per seed and encoder, target + surrogate on the held-out images
+  text_surrogates = 2 + (seeds if steps.pretrain else 0)
+  measures = (text_surrogates * job.num_eval_chats * TEXT_POSITIONS * f * (n + kept)
+              + seeds * 2 * MEASURE_IMAGES * IMAGE_POSITIONS * f * (n + kept))
+  out = {
+      "translator": 0.0 if translator_shared else steps.translator * translator / TRAIN_FLOPS_PER_S,
+      "pretrain": seeds * steps.pretrain * pretrain / TRAIN_FLOPS_PER_S,
+      "encoder_surrogate": seeds * steps.encoder * image_step(kept) / TRAIN_FLOPS_PER_S,
+      "encoder_target": 0.0 if target_shared else seeds * steps.encoder * image_step(n) / TRAIN_FLOPS_PER_S,
+      # (a) and (c2) on the surrogate, (b) and (c) on the target; (c) read from the shared cache
+      "scoring": questions * (2 * answer(kept) + answer(n) * (1 if target_shared else 2)) / GENERATE_FLOPS_PER_S,
+      "measures": measures / TRAIN_FLOPS_PER_S,
+  }
+  runs = 1 + seeds * (2 + (1 if steps.pretrain else 0))
+  out["total"] = sum(out.values()) + runs * OVERHEAD_PER_RUN
+  return out

@@ -1,0 +1,98 @@
+"""Runs shared between cells: the same training is done once.
+
+Two runs of a cell depend on only part of its settings:
+- the translator (stage 0) on the plan, data, batch, steps, lr and KL weight; not on the encoder;
+- the encoder trained directly on the full target (c) on the encoder side, data, batch, encoder
+  steps and lr, per seed (and its score on the evaluation settings); not on the surrogate at all.
+Each is trained once under root/_shared/<kind>-<hash of those settings>/ and every cell's run
+directory links to it (a relative symlink), so the main job resumes the finished run (no steps
+left) instead of retraining. The (c) score files are shared too: copied into a cell's score
+directory before it runs, and back after, so the main job reads them from its cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import ml_collections
+
+from graft_jax.reproduction import runs
+
+
+def _key(settings: dict) -> str:
+  return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def translator_settings(job: ml_collections.ConfigDict) -> dict:
+  return {"model": job.model.to_dict(), "template": job.template, "ranges": [list(r) for r in job.ranges],
+          "data": job.data.to_dict(), "batch_size": job.batch_size, "steps": job.steps.translator,
+          "lr": job.lr.translator, "kl_weight": job.translator_kl_weight}
+
+
+def target_settings(job: ml_collections.ConfigDict) -> dict:
+  return {"model": job.model.to_dict(), "template": job.template, "vit": job.vit.to_dict(),
+          "data": job.data.to_dict(), "batch_size": job.batch_size, "steps": job.steps.encoder,
+          "lr": job.lr.encoder, "eval": job.eval.to_dict()}  # eval: the shared (c) scores
+
+
+def shared_dirs(job: ml_collections.ConfigDict, root: str) -> dict[str, str]:
+  """{"translator": dir, "target": dir} of the cell job's shared runs under root/_shared."""
+  shared = os.path.join(root, "_shared")
+  return {"translator": os.path.join(shared, f"translator-{_key(translator_settings(job))}"),
+          "target": os.path.join(shared, f"target-{_key(target_settings(job))}")}
+
+
+def _link(link: str, target: str) -> None:
+  os.makedirs(target, exist_ok=True)
+  os.makedirs(os.path.dirname(link), exist_ok=True)
+  if os.path.islink(link):
+    if os.path.realpath(link) == os.path.realpath(target):
+      return
+    raise FileExistsError(f"{link} links to {os.readlink(link)}, not {target}; the cell's settings changed: "
+                          "delete the cell's run directory to rerun it")
+  if os.path.exists(link):
+    raise FileExistsError(f"{link} exists and is not a link to the shared run {target}")
+  os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+
+
+def _write_settings(directory: str, settings: dict) -> None:
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, "settings.json")
+  if not os.path.exists(path):
+    with open(path, "w") as f:
+      json.dump(settings, f, indent=1, default=str)
+
+
+def _score_name(seed: int) -> str:
+  return f"seed{seed}_c.json"
+
+
+def link_shared_runs(job: ml_collections.ConfigDict, root: str) -> dict[str, str]:
+  """Links the cell's translator/ and seed<s>/encoder_target/ to the shared runs and copies the
+  shared (c) scores into the cell's scores/. Returns shared_dirs(job, root)."""
+  dirs = shared_dirs(job, root)
+  _link(os.path.join(job.run_dir, "translator"), dirs["translator"])
+  _write_settings(dirs["translator"], translator_settings(job))
+  _write_settings(dirs["target"], target_settings(job))
+  for seed in job.seeds:
+    _link(os.path.join(runs.seed_dir(job, seed), runs.CONDITION_DIRS["target"]),
+          os.path.join(dirs["target"], f"seed{seed}"))
+    shared_score = os.path.join(dirs["target"], "scores", _score_name(seed))
+    cell_score = os.path.join(job.run_dir, "scores", _score_name(seed))
+    if os.path.exists(shared_score) and not os.path.exists(cell_score):
+      os.makedirs(os.path.dirname(cell_score), exist_ok=True)
+      shutil.copyfile(shared_score, cell_score)
+  return dirs
+
+
+def share_scores(job: ml_collections.ConfigDict, root: str) -> None:
+  """After a cell ran: its (c) scores become the shared ones (when not there yet)."""
+  dirs = shared_dirs(job, root)
+  for seed in job.seeds:
+    cell_score = os.path.join(job.run_dir, "scores", _score_name(seed))
+    shared_score = os.path.join(dirs["target"], "scores", _score_name(seed))
+    if os.path.exists(cell_score) and not os.path.exists(shared_score):
+      os.makedirs(os.path.dirname(shared_score), exist_ok=True)
+      shutil.copyfile(cell_score, shared_score)

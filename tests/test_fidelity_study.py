@@ -1,0 +1,181 @@
+"""The fidelity study's driver: cell configs and shared runs, a cell's measures on a tiny random
+model (no training), the report from a fake cells.json; and, with GRAFT_JAX_SLOW_TESTS=1, one cell
+end to end on a tiny decoder with SmolLM2's tokenizer and tiny data (~2 min on the 2-core CPU)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import LlamaConfig as HFLlamaConfig
+from transformers import LlamaForCausalLM
+
+from graft_jax.convert.tokenizer import load_tokenizer
+from graft_jax.fidelity_study import cells as cells_lib
+from graft_jax.fidelity_study import driver, report, sharing
+from graft_jax.fidelity_study.measure import MeasureSettings
+from graft_jax.models.presets import preset
+from graft_jax.tasks import data as data_task
+from tests.config_files import load_config
+
+TINY_VIT = {"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48}
+
+
+def _study_base():
+  return cells_lib.study_job(load_config("surrogate", "full"))
+
+
+def test_cells_change_only_their_settings(tmp_path):
+  base = _study_base()
+  cells = {c.name: c for c in cells_lib.default_cells()}
+  assert [c for c in cells if c.startswith("a") and "_" not in c] == ["a19", "a22", "a24", "a26", "a28"]
+  job = cells_lib.cell_job(base, cells["a24"], str(tmp_path))
+  assert job.ranges == ((24, 28),) and job.seeds == (0, 1, 2) and job.conditions == ("surrogate", "target")
+  assert job.steps.translator == 150 and job.translator_kl_weight == 1.0 and job.steps.transfer == 0
+  assert job.run_dir == str(tmp_path / "a24") and job.out_dir == str(tmp_path / "a24" / "results")
+  assert job.vit.output_norm == "none" and base.vit.output_norm == "none"
+  changed = {name: cells_lib.cell_job(base, cells[name], str(tmp_path)) for name in
+             ("a19_ce", "a19_t450", "a19_stage1", "a19_norm", "a19_enc150")}
+  assert changed["a19_ce"].translator_kl_weight == 0.0 and changed["a19_t450"].steps.translator == 450
+  assert changed["a19_stage1"].steps.pretrain == 60 and changed["a19_enc150"].steps.encoder == 150
+  assert changed["a19_norm"].vit.output_norm == "rms_token_scale"
+  with pytest.raises(ValueError, match="outside"):
+    cells_lib.cell_job(base, cells_lib.Cell("bad", 29), str(tmp_path))
+  with pytest.raises(ValueError, match="Unknown cell"):
+    cells_lib.find_cell(list(cells.values()), "a99")
+
+
+def test_shared_runs_are_linked_once_per_setting(tmp_path):
+  base, root = _study_base(), str(tmp_path)
+  cells = {c.name: c for c in cells_lib.default_cells()}
+  jobs = {n: cells_lib.cell_job(base, cells[n], root) for n in ("a19", "a19_norm", "a19_ce", "a22", "a24")}
+  dirs = {n: sharing.link_shared_runs(j, root) for n, j in jobs.items()}
+  assert dirs["a19"]["translator"] == dirs["a19_norm"]["translator"] != dirs["a19_ce"]["translator"]
+  assert dirs["a19"]["translator"] != dirs["a22"]["translator"]
+  assert dirs["a22"]["target"] == dirs["a19_ce"]["target"] == dirs["a24"]["target"] != dirs["a19_norm"]["target"]
+  real = lambda *p: os.path.realpath(os.path.join(*p))
+  assert real(root, "a19", "translator") == real(root, "a19_norm", "translator") == real(dirs["a19"]["translator"])
+  assert real(root, "a24", "seed2", "encoder_target") == real(dirs["a22"]["target"], "seed2")
+  # (c)'s score is handed to the next cell with the same target run.
+  os.makedirs(os.path.join(root, "a22", "scores"))
+  with open(os.path.join(root, "a22", "scores", "seed0_c.json"), "w") as f:
+    json.dump({"scores": 1}, f)
+  sharing.share_scores(jobs["a22"], root)
+  sharing.link_shared_runs(jobs["a24"], root)
+  assert os.path.exists(os.path.join(root, "a24", "scores", "seed0_c.json"))
+  assert not os.path.exists(os.path.join(root, "a19_norm", "scores", "seed0_c.json"))
+  listing = driver.listing(base, list(cells.values()), root, preset("smollm2-135m"))
+  assert listing.count("min alone") == 10 and "h on 2 CPU cores" in listing
+
+
+def test_cell_measures_on_a_tiny_random_model():
+  """measure.text_measures / image_measures, as measure_cell calls them, without any training."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from graft_jax.fidelity_study.measure import image_measures, text_measures  # pylint: disable=g-import-not-at-top
+  from graft_jax.surrogate import SurrogatePlan, encoder_side, make_surrogate  # pylint: disable=g-import-not-at-top
+  from tests.test_fidelity_measures import LLM, _image_batch, _target  # pylint: disable=g-import-not-at-top
+  model, params = _target()
+  tokenizer = load_tokenizer()
+  chats = [np.random.default_rng(i).integers(0, 50, size=9 + 3 * i).astype(np.int32) for i in range(4)]
+  batch = _image_batch()
+  plan = SurrogatePlan.create(6, [(1, 4)])
+  surrogate = make_surrogate(params["llm"], plan)
+  text = text_measures(params["llm"], surrogate, LLM, plan, chats, 2, 0)
+  image = image_measures(model, encoder_side(params), params["llm"], surrogate, plan, [batch, batch], tokenizer, 3)
+  assert all(v > 0 for v in (text["kl"], text["rel_l2"], image["kl"], image["rel_l2"], image["rel_l2_image"]))
+  assert 0 < text["cos"] < 1 and 0 < image["cos"] < 1
+  stats = image["embeddings"]
+  assert len(stats["nearest_tokens"]) <= 3 and stats["nearest_tokens"][0]["id"] == stats["nearest_ids"][0][0]
+  assert sum(c for _, c in stats["nearest_ids"]) <= 2 * 3 * model.vit.num_tokens
+  assert 0 < stats["nearest_cos"] <= 1 and jax.numpy.isfinite(stats["mean_direction_cos"])
+
+
+def _fake_record(cell, base, root, graft, target, text_kl):
+  job = cells_lib.cell_job(base, cell, root)
+  acc = lambda m: {"overall": {"mean": m, "std": 0.01, "min": m, "max": m, "n": 3}, "by_type": {"color": {"mean": m}}}
+  results = {"summary": {"a_surrogate_on_surrogate": acc(0.9), "b_surrogate_grafted": acc(graft),
+                         "c_target_on_target": acc(target)},
+             "flops_saved_per_token": 1 - (cell.start + 2) / 30,
+             "plan": {"description": "keep ...", "num_layers": 30,
+                      "segments": [["blocks_0", "keep", list(range(cell.start))],
+                                   ["translator_0", "translator", [cell.start]], ["blocks_1", "keep", [29]]]}}
+  image = {"kl": 2 * text_kl, "rel_l2": 0.3, "cos": 0.9, "rel_l2_image": 0.4, "cos_image": 0.8,
+           "embeddings": {"norm_ratio": 1.5, "image_rms": 0.1, "token_rms": 0.07, "mean_direction_cos": 0.2,
+                          "nearest_cos": 0.3, "nearest_ids": [[5, 3]],
+                          "nearest_tokens": [{"id": 5, "count": 3, "token": "x"}]}}
+  measures = {"text": {"untrained": {"kl": 20.0, "rel_l2": 1.0, "cos": 0.5},
+                       "translator": {"kl": text_kl, "rel_l2": 0.2, "cos": 0.95}},
+              "image": {str(s): {"surrogate_encoder": image, "target_encoder": image} for s in (0, 1, 2)},
+              "flops_saved_short": 0.9 * (1 - (cell.start + 2) / 30)}
+  return report.cell_record(cell, job, results, measures, 12.0)
+
+
+def test_report_from_a_fake_cells_json(tmp_path):
+  base, root = _study_base(), str(tmp_path / "runs")
+  cells = cells_lib.default_cells()
+  path = str(tmp_path / "results" / "cells.json")
+  for cell, graft in zip(cells, (0.8, 0.5, 0.6, 0.8, 0.9, 0.2, 0.5, 0.4, 0.45, 0.35)):
+    report.save_cell(path, _fake_record(cell, base, root, graft, 0.85, 3.0 - 2.5 * graft))
+  loaded = report.load_cells(path)
+  assert list(loaded) == [c.name for c in cells]
+  # a19: 0.8 / 0.85 of (c) saving 30%; a26 grafts as well but saves only 7%, a22 saves 20%.
+  assert [n for n, r in loaded.items() if r["meets_bar"]] == ["a19"]
+  assert loaded["a22"]["layers_kept"] == 24 and loaded["a19_norm"]["changes"] == {"output_norm": "rms_token_scale"}
+  markdown = report.write_report(str(tmp_path / "results"), loaded)
+  assert markdown.count("\n| a") == 10 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
+  for name in ("table.md", *report.PLOTS):
+    assert os.path.getsize(tmp_path / "results" / name) > 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  """(model dir, VQA data config): a 4-layer decoder over SmolLM2's vocabulary, tiny datasets."""
+  root = tmp_path_factory.mktemp("tiny_study")
+  torch.manual_seed(0)
+  hf = LlamaForCausalLM(HFLlamaConfig(
+      vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+      num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2))
+  hf.save_pretrained(root / "model")
+  load_tokenizer().save_pretrained(root / "model")
+  data = load_config("surrogate").data
+  data.out_dir, data.data_dir = str(root / "data"), str(root / "tfds")
+  data.shapes_splits = (("train", 16), ("val", 4), ("test", 4))
+  data.text_splits = (("train", 16), ("val", 4))
+  cfg = data.copy_and_resolve_references()
+  cfg.update({"image_len": 7, "tokenizer": "", "template": "chatml", "mode": "markers", "max_len": 256,
+              "build_tfds": True})
+  data_task.run(cfg)
+  return str(root / "model"), data
+
+
+@pytest.mark.skipif(not os.environ.get("GRAFT_JAX_SLOW_TESTS"), reason="~2 min; set GRAFT_JAX_SLOW_TESTS=1")
+def test_one_cell_end_to_end_on_a_tiny_model(tiny, tmp_path):
+  model_dir, data = tiny
+  base = load_config("surrogate")
+  base.model.source, base.data = model_dir, data
+  base.vit.update(TINY_VIT)
+  base.ranges = ((1, 2),)
+  base.seeds = (0,)
+  base.steps = {"translator": 2, "pretrain": 0, "encoder": 2, "adapter": 0, "transfer": 0}
+  base.translator_kl_weight = 1.0
+  base.batch_size, base.num_eval_chats = 8, 4
+  base.eval.update({"limit": 4, "batch_size": 4, "max_new_tokens": 2})
+  root, results = str(tmp_path / "runs"), str(tmp_path / "results")
+  cell = cells_lib.Cell("a1_norm", 1, "output norm", output_norm="rms_token_scale")
+  record = driver.run_cell(base, cell, root, results, MeasureSettings(images=4, batch_size=4))
+  assert record["plan"] == "keep 0, translator 1, drop 2, keep 3" and record["layers_kept"] == 3
+  assert 0 < record["flops_saved_short"] < 0.25
+  assert set(record["accuracy"]) == {"surrogate", "graft", "target", "target_on_surrogate"}
+  fid = record["fidelity"]
+  assert fid["text_kl_untrained"] > 0 and fid["image_kl"] > 0 and 0 < fid["text_rel_l2"] and fid["image_cos"] <= 1
+  emb = record["embedding"]["surrogate_encoder"]
+  assert abs(emb["image_rms"] / emb["token_rms"] - 1) < 1e-3  # the output norm holds after training
+  assert emb["nearest_tokens_seed0"] and isinstance(emb["nearest_tokens_seed0"][0]["token"], str)
+  for name in ("cells.json", "table.md", *report.PLOTS):
+    assert os.path.exists(os.path.join(results, name))
+  with open(os.path.join(root, "a1_norm", "seed0", "encoder_surrogate", "encoder_package", "package.json")) as f:
+    package = json.load(f)
+  assert package["encoder_config"]["output_norm"] == "rms_token_scale"
+  assert os.path.islink(os.path.join(root, "a1_norm", "translator"))
