@@ -60,16 +60,24 @@ def hidden_and_head_fns(model: VLM, decoder_only: bool) -> tuple[Callable, Calla
                                         return_logits=False)[0], head)
 
 
+def _local_rows(x: Any) -> np.ndarray:
+  """The rows of a [B, T] batch leaf this process holds: all of a host array, the addressable
+  shards of a global jax.Array (whole rows, since only the batch axis is sharded)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.concatenate([np.asarray(shard.data) for shard in x.addressable_shards], axis=0)
+  return np.asarray(x)
+
+
 def supervised_cap(batch: Mapping[str, Any], multiple: int = 16) -> int:
   """The number C of positions per row at which the step takes logits: the largest count of
   supervised targets in a row of the global batch, rounded up to `multiple` (so a handful of
   values, each compiled once) and at most T - 1. On several hosts the count is agreed with
   process_allgather so every host compiles the same program."""
-  supervised = np.asarray(batch["loss_mask"])[:, 1:] & np.asarray(batch["valid"])[:, 1:]
+  supervised = _local_rows(batch["loss_mask"])[:, 1:] & _local_rows(batch["valid"])[:, 1:]
   count = int(supervised.sum(axis=1).max(initial=0))
   if jax.process_count() > 1:
     count = int(np.max(multihost_utils.process_allgather(np.asarray(count))))
-  width = np.asarray(batch["tokens"]).shape[1] - 1
+  width = batch["tokens"].shape[1] - 1
   return max(1, min(width, -(-count // multiple) * multiple))
 
 
