@@ -7,17 +7,14 @@ import json
 import os
 
 import pytest
-import torch
-from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM
 
 from graft_jax.convert.tokenizer import load_tokenizer
 from graft_jax.fidelity_study import cells as cells_lib
 from graft_jax.fidelity_study import driver, report, sharing
 from graft_jax.fidelity_study.measure import MeasureSettings
 from graft_jax.models.presets import preset
-from graft_jax.tasks import data as data_task
 from tests.config_files import load_config
+from tests.tiny_vlm import build_tiny
 
 TINY_VIT = {"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48}
 
@@ -132,22 +129,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
   """(model dir, VQA data config): a 4-layer decoder over SmolLM2's vocabulary, tiny datasets."""
-  root = tmp_path_factory.mktemp("tiny_study")
-  torch.manual_seed(0)
-  hf = LlamaForCausalLM(HFLlamaConfig(
-      vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-      num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2))
-  hf.save_pretrained(root / "model")
-  load_tokenizer().save_pretrained(root / "model")
-  data = load_config("surrogate").data
-  data.out_dir, data.data_dir = str(root / "data"), str(root / "tfds")
-  data.shapes_splits = (("train", 16), ("val", 4), ("test", 4))
-  data.text_splits = (("train", 16), ("val", 4))
-  cfg = data.copy_and_resolve_references()
-  cfg.update({"image_len": 7, "tokenizer": "", "template": "chatml", "mode": "markers", "max_len": 256,
-              "build_tfds": True})
-  data_task.run(cfg)
-  return str(root / "model"), data
+  return build_tiny(tmp_path_factory.mktemp("tiny_study"), load_config("surrogate").data, n_train=16)
 
 
 @pytest.mark.skipif(not os.environ.get("GRAFT_JAX_SLOW_TESTS"), reason="~2 min; set GRAFT_JAX_SLOW_TESTS=1")

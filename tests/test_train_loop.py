@@ -10,18 +10,15 @@ import time
 import jax
 import numpy as np
 import pytest
-import torch
-from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM
 
 from graft_jax.config_lib import data_config, train_config
 from graft_jax.convert.tokenizer import load_tokenizer
-from graft_jax.tasks import data as data_task
 from graft_jax.train.checkpoint import load_encoder_package
 from graft_jax.train.loop import train
 from graft_jax.train.metrics import read_metrics
 from graft_jax.train.signals import PREEMPTED_EXIT_CODE
 from tests.config_files import load_config
+from tests.tiny_vlm import build_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,22 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
   """(model dir, data config): a 4-layer decoder over SmolLM2's vocabulary, and small datasets."""
-  root = tmp_path_factory.mktemp("tiny")
-  torch.manual_seed(0)
-  hf = LlamaForCausalLM(HFLlamaConfig(
-      vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-      num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2))
-  hf.save_pretrained(root / "model")
-  load_tokenizer().save_pretrained(root / "model")
-  data = data_config()
-  data.out_dir, data.data_dir = str(root / "data"), str(root / "tfds")
-  data.shapes_splits = (("train", 32), ("val", 4), ("test", 4))
-  data.text_splits = (("train", 32), ("val", 4))
-  cfg = data.copy_and_resolve_references()
-  cfg.update({"image_len": 7, "tokenizer": "", "template": "chatml", "mode": "markers", "max_len": 256,
-              "build_tfds": True})
-  data_task.run(cfg)
-  return str(root / "model"), data
+  return build_tiny(tmp_path_factory.mktemp("tiny"), data_config(), n_train=32)
 
 
 def tiny_config(stage, tiny, run_dir, steps=6, **train):
