@@ -16,9 +16,9 @@ import ml_collections
 from graft_jax.config_lib import data_config, default_template, model_config, vit_config
 
 SIZES = {
-    "quick": dict(seeds=(0,), steps={"translator": 60, "pretrain": 0, "encoder": 50, "adapter": 0, "transfer": 0},
+    "quick": dict(seeds=(0,), fit_sequences=256, steps={"translator": 300, "pretrain": 0, "encoder": 50, "adapter": 0, "transfer": 0},
                   run_dir="runs/surrogate", out_dir="runs/surrogate/results", eval_limit=100),
-    "full": dict(seeds=(0, 1, 2), steps={"translator": 150, "pretrain": 0, "encoder": 60, "adapter": 30,
+    "full": dict(seeds=(0, 1, 2), fit_sequences=512, steps={"translator": 600, "pretrain": 0, "encoder": 60, "adapter": 30,
                                          "transfer": 20},
                  run_dir="runs/graft_smollm2", out_dir="experiments/results/graft_smollm2", eval_limit=0),
 }
@@ -54,7 +54,12 @@ def get_config(arg=None):
       "seeds": s["seeds"],
       "conditions": ("surrogate", "target", "truncation", "untrained"),
       "steps": s["steps"],
-      "lr": {"translator": 3e-4, "pretrain": 1e-3, "encoder": 1e-3, "transfer": 5e-5},
+      "lr": {"translator": 1e-3, "pretrain": 1e-3, "encoder": 1e-3, "transfer": 5e-5},
+      # stage 0: "hidden" fits the translator to the target's hidden states around the range
+      # (graft_jax/translator_fit.py; translator_fit.sequences chats, steps.translator steps);
+      # "ce" trains it with cross-entropy through the surrogate (+ KL if translator_kl_weight > 0)
+      "translator_objective": "hidden",
+      "translator_fit": {"sequences": s["fit_sequences"]},
       "translator_kl_weight": 0.0,
       "batch_size": 16,
       "transfer_eval_every": 10,

@@ -153,6 +153,7 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   config.ranges = ((1, 2),)
   config.steps = {"translator": 3, "pretrain": 0, "encoder": 2, "adapter": 2, "transfer": 2}
   config.transfer_eval_every = 1
+  config.translator_fit.sequences = 16  # stage 0 by hidden-state matching (the default objective)
   config.batch_size, config.num_eval_chats = 8, 4
   config.eval.update({"limit": 4, "batch_size": 4, "max_new_tokens": 3})
   # (c) and (d) are the same stage-2 run on other decoders (tests/test_reproduction.py checks their configs).

@@ -2,9 +2,10 @@
 with a few settings changed from a shared base recipe.
 
 A cell changes at most: where the translator range starts (it always ends at the base job's end,
-L-2 for SmolLM2), the translator's budget (`steps.translator`), cross-entropy vs KL distillation
-(`translator_kl_weight`), stage 1 before stage 2 (`steps.pretrain`), the adapter's output norm
-(`vit.output_norm`) and the encoder's training length (`steps.encoder`). Every cell runs the
+L-2 for SmolLM2), how stage 0 trains the translator (`translator_objective`: fitted to the target's
+hidden states, or cross-entropy through the surrogate with optional KL distillation,
+`translator_kl_weight`), its budget and learning rate, stage 1 before stage 2 (`steps.pretrain`),
+the adapter's output norm (`vit.output_norm`) and the encoder's training length (`steps.encoder`). Every cell runs the
 conditions "surrogate" (a, b) and "target" (c, c2) for every seed of the base job.
 """
 from __future__ import annotations
@@ -16,11 +17,12 @@ import ml_collections
 
 STUDY_SIZE = {  # the study's base recipe on SmolLM2 (configs/surrogate.py:full with these changes)
     "seeds": (0, 1, 2),
-    "steps": {"translator": 150, "pretrain": 0, "encoder": 60, "adapter": 0, "transfer": 0},
-    "translator_kl_weight": 1.0,  # CE + KL distillation toward the full target
+    "steps": {"translator": 600, "pretrain": 0, "encoder": 60, "adapter": 0, "transfer": 0},
+    "translator_objective": "hidden",  # stage 0 fitted to the target's hidden states
+    "translator_kl_weight": 0.0,
     "eval_limit": 125,            # the first 125 test questions: 25 per question type
 }
-RANGE_STARTS = (19, 22, 24, 26, 28)  # from the trajectory's transition (18) to L-2 (nothing dropped)
+RANGE_STARTS = (13, 16, 19, 22, 26, 28)  # from well before the trajectory's transition to L-2 (nothing dropped)
 # The training levers are compared at a=19: the only start of the sweep whose surrogate saves the
 # issue's 25% of decoder FLOPs per token (25.9% at T=4096; a=20 saves 23%, a=22 17%).
 LEVER_START = 19
@@ -33,6 +35,8 @@ class Cell:
   start: int
   axis: str = "range start"
   translator_steps: int | None = None
+  translator_lr: float | None = None
+  objective: str | None = None
   kl_weight: float | None = None
   pretrain_steps: int | None = None
   output_norm: str | None = None
@@ -49,8 +53,11 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
   """The range sweep with the base recipe, then each lever alone at `lever_start`."""
   a = lever_start
   return [Cell(f"a{s}", s) for s in starts] + [
-      Cell(f"a{a}_ce", a, "CE vs KL", kl_weight=0.0),
-      Cell(f"a{a}_t450", a, "translator budget", translator_steps=450),
+      # stage 0 as first built: cross-entropy through the surrogate, 150 steps at 3e-4, without / with KL
+      Cell(f"a{a}_ce", a, "stage-0 objective", objective="ce", translator_steps=150, translator_lr=3e-4),
+      Cell(f"a{a}_cekl", a, "stage-0 objective", objective="ce", translator_steps=150, translator_lr=3e-4,
+           kl_weight=1.0),
+      Cell(f"a{a}_fit150", a, "translator budget", translator_steps=150),
       Cell(f"a{a}_stage1", a, "stage 1", pretrain_steps=60),
       Cell(f"a{a}_norm", a, "output norm", output_norm="rms_token_scale"),
       Cell(f"a{a}_enc150", a, "encoder steps", encoder_steps=150),
@@ -62,6 +69,7 @@ def study_job(base: ml_collections.ConfigDict, size: dict = STUDY_SIZE) -> ml_co
   job = base.copy_and_resolve_references()
   job.seeds = tuple(size["seeds"])
   job.steps.update(size["steps"])
+  job.translator_objective = size["translator_objective"]
   job.translator_kl_weight = float(size["translator_kl_weight"])
   job.eval.limit = int(size["eval_limit"])
   return job
@@ -77,6 +85,10 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
   job.ranges = ((cell.start, end),)
   if cell.translator_steps is not None:
     job.steps.translator = int(cell.translator_steps)
+  if cell.translator_lr is not None:
+    job.lr.translator = float(cell.translator_lr)
+  if cell.objective is not None:
+    job.translator_objective = cell.objective
   if cell.kl_weight is not None:
     job.translator_kl_weight = float(cell.kl_weight)
   if cell.pretrain_steps is not None:

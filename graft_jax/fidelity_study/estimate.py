@@ -5,9 +5,11 @@ throughput measured on this project's 2-core CPU (SmolLM2-135M, batch 16; README
 at 5.1 s/step (text, 2048 padded positions, 21 layers) and stage 2 at 8.4 s/step (shapes with
 67 image tokens, 2048 positions) both come to ~75 GFLOP/s; answering 600 held-out questions took
 5.4 min, ~30 GFLOP/s. Per step:
-  translator: forward through the kept layers, backward only from the top down to the translator,
-    the LM head (tied, frozen: input gradient only) at the supervised positions; with KL
-    distillation also a forward of the full target;
+  translator ("ce"): forward through the kept layers, backward only from the top down to the
+    translator, the LM head (tied, frozen: input gradient only) at the supervised positions; with
+    KL distillation also a forward of the full target; ("hidden"): one forward of the target over
+    the fit's chats (about half of the padded positions are real), then forward + backward of the
+    translator block alone per step;
   stage 1/2: forward and an input-gradient backward through every kept layer (the gradient
     reaches the image embeddings), the LM head at the supervised positions; the ViT is ~1%.
 Estimates to plan with; cells.json records the measured wall-clock of every cell that ran.
@@ -48,6 +50,11 @@ def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_
   translator = text_pos * f * (kept + 2 + above) + 2 * head * text_sup
   if job.translator_kl_weight > 0:
     translator += text_pos * f * n + head * text_sup
+  if job.translator_objective == "hidden":  # one target forward over the fit's chats, then 1-layer steps
+    translator_total = (job.translator_fit.sequences * TEXT_POSITIONS / 2 * f * n
+                        + steps.translator * text_pos / 2 * 3 * f * len(plan.ranges))
+  else:
+    translator_total = steps.translator * translator
   image_step = lambda layers: 2 * img_pos * f * layers + 2 * head * img_sup
   pretrain = 2 * (text_pos + img_pos) / 2 * f * kept + head * (text_sup + img_sup)
   answer = lambda layers: PROMPT_TOKENS * f * layers + ANSWER_TOKENS * (f * layers + head)
@@ -58,7 +65,7 @@ def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_
   measures = (text_surrogates * job.num_eval_chats * TEXT_POSITIONS * f * (n + kept)
               + seeds * 2 * MEASURE_IMAGES * IMAGE_POSITIONS * f * (n + kept))
   out = {
-      "translator": 0.0 if translator_shared else steps.translator * translator / TRAIN_FLOPS_PER_S,
+      "translator": 0.0 if translator_shared else translator_total / TRAIN_FLOPS_PER_S,
       "pretrain": seeds * steps.pretrain * pretrain / TRAIN_FLOPS_PER_S,
       "encoder_surrogate": seeds * steps.encoder * image_step(kept) / TRAIN_FLOPS_PER_S,
       "encoder_target": 0.0 if target_shared else seeds * steps.encoder * image_step(n) / TRAIN_FLOPS_PER_S,

@@ -28,7 +28,8 @@ def _key(settings: dict) -> str:
 def translator_settings(job: ml_collections.ConfigDict) -> dict:
   return {"model": job.model.to_dict(), "template": job.template, "ranges": [list(r) for r in job.ranges],
           "data": job.data.to_dict(), "batch_size": job.batch_size, "steps": job.steps.translator,
-          "lr": job.lr.translator, "kl_weight": job.translator_kl_weight}
+          "lr": job.lr.translator, "kl_weight": job.translator_kl_weight,
+          "objective": job.translator_objective, "fit": job.translator_fit.to_dict()}
 
 
 def target_settings(job: ml_collections.ConfigDict) -> dict:

@@ -29,13 +29,14 @@ from graft_jax.data.templates import encode_conversation
 from graft_jax.fidelity import next_token_kl
 from graft_jax.models.vlm import VLM
 from graft_jax.reproduction import report, runs
-from graft_jax.reproduction.scoring import ZERO, Scorer, run_compute, train_flops_per_token
+from graft_jax.reproduction.scoring import ZERO, RunCompute, Scorer, run_compute, train_flops_per_token
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.generate import end_token_ids
 from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.train.checkpoint import RunCheckpointer, load_encoder_package
 from graft_jax.train.data_setup import ensure_default_datasets
 from graft_jax.train.loop import train
+from graft_jax.translator_fit import run_translator_fit
 from graft_jax.train.model_setup import init_encoder_side, load_previous_stage, vit_from_config
 from graft_jax.train.partition import merge, split
 
@@ -45,13 +46,34 @@ ENCODER_CONDITIONS = ("surrogate", "target", "truncation", "untrained")
 
 def text_kl(config, target: dict, surrogate: dict, plan: SurrogatePlan, llm_config, tokenizer) -> float:
   """Mean KL(target || surrogate) in nats per token on `num_eval_chats` held-out chats."""
-  chats = [make_chat(config.data.seed, HELD_OUT_CHATS, i)["messages"] for i in range(config.num_eval_chats)]
-  samples = [encode_conversation(c, tokenizer, config.template, "standard").ids for c in chats]
+  samples = chat_sequences(config, tokenizer, HELD_OUT_CHATS, config.num_eval_chats)
   kls = []
   for i in range(0, len(samples), config.eval.batch_size):
     ids, mask = right_pad(samples[i:i + config.eval.batch_size], llm_config.pad_token_id or 0)
     kls.append(next_token_kl(target, surrogate, llm_config, plan.segments, ids, mask))
   return float(np.concatenate(kls).mean())
+
+
+def chat_sequences(config, tokenizer, split_index: int, count: int) -> list[np.ndarray]:
+  """Token ids of the first `count` synthetic chats of split `split_index` (0 train, 1 held out)."""
+  return [encode_conversation(make_chat(config.data.seed, split_index, i)["messages"], tokenizer, config.template,
+                              "standard").ids for i in range(count)]
+
+
+def stage0(config, target: dict, truncation: dict, llm_config, tokenizer, plan: SurrogatePlan) -> dict:
+  """Trains the translator (stage 0) as `config.translator_objective` says and returns its run dir:
+  "hidden" fits it to the target's hidden states (graft_jax/translator_fit.py), "ce" trains it with
+  cross-entropy (plus KL distillation if translator_kl_weight > 0) through the surrogate's head.
+  Returns {"run_dir", ...the fit's record for "hidden"}."""
+  if config.translator_objective == "ce":
+    return {"run_dir": train(runs.translator_config(config))["run_dir"]}
+  if config.translator_objective != "hidden":
+    raise ValueError(f"Unknown translator_objective {config.translator_objective!r}; choose 'hidden' or 'ce'")
+  fit = config.translator_fit
+  return run_translator_fit(
+      os.path.join(config.run_dir, "translator"), config, target, truncation, llm_config, plan,
+      chat_sequences(config, tokenizer, 0, fit.sequences), chat_sequences(config, tokenizer, HELD_OUT_CHATS, 64),
+      steps=config.steps.translator, lr=config.lr.translator, batch_size=config.batch_size)
 
 
 def cached(path: str, compute: Callable[[], Any]) -> Any:
@@ -111,13 +133,15 @@ def run(config) -> dict:
                              "config": config.to_dict()}
   fidelity = {"untrained": cached(os.path.join(score_dir, "kl_untrained.json"),
                                   lambda: text_kl(config, target, truncation, plan, llm_config, tokenizer))}
-  translator_dir = train(runs.translator_config(config))["run_dir"]
+  stage0_run = stage0(config, target, truncation, llm_config, tokenizer, plan)
+  translator_dir = stage0_run["run_dir"]
   surrogate = trained_llm(truncation, plan, translator_dir)
   fidelity["translator"] = cached(os.path.join(score_dir, "kl_translator.json"),
                                   lambda: text_kl(config, target, surrogate, plan, llm_config, tokenizer))
   print(f"KL(target || surrogate) on held-out text: untrained {fidelity['untrained']:.3f}, "
         f"after stage 0 {fidelity['translator']:.3f} nats/token")
   results["fidelity"] = fidelity
+  results["stage0"] = {k: v for k, v in stage0_run.items() if k != "run_dir"}
 
   per_seed, answers = {}, {}
   for seed in config.seeds:
@@ -148,7 +172,7 @@ def run(config) -> dict:
   results["summary"] = report.summarize(per_seed)
 
   if config.steps.transfer:
-    results["transfer"] = transfer(config, target, llm_config, plan, scorer, score, translator_dir)
+    results["transfer"] = transfer(config, target, llm_config, plan, scorer, score, stage0_run)
   markdown = report.write_outputs(config.out_dir, results)
   first = config.seeds[0]
   show = list(range(min(8, len(samples))))
@@ -164,18 +188,33 @@ def run(config) -> dict:
   return results
 
 
-def transfer(config, target, llm_config, plan, scorer, score, translator_dir) -> dict:
+def stage0_compute(config, stage0_run: dict, llm_config, plan: SurrogatePlan, seq: int) -> RunCompute:
+  """Stage 0's decoder compute: the CE run's steps through the surrogate (6N per token, an upper
+  bound), or the fit's one forward pass of the target over its text plus its steps through the
+  translator blocks alone (6 x their parameters per token)."""
+  if config.translator_objective == "ce":
+    return run_compute(stage0_run["run_dir"], train_flops_per_token(llm_config, plan.segments, True, seq))
+  full = decoder_cost(llm_config, seq_len=seq)
+  translators = sum(r.num_translators for r in plan.ranges)
+  layer_flops = (full.fwd_flops_per_token - 2 * llm_config.vocab_size * llm_config.hidden_size) / full.layers
+  flops = (stage0_run["teacher_tokens"] * full.fwd_flops_per_token
+           + stage0_run["fit_tokens"] * 3 * layer_flops * translators)
+  return RunCompute(stage0_run["steps"], stage0_run["teacher_tokens"], flops, stage0_run["seconds"])
+
+
+def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict) -> dict:
   """(f): stage 3 on the full target from the seed-0 graft and from an adapter-only start, each
   scored every transfer_eval_every steps; compute is cumulative over the route's earlier stages."""
   seq = 64  # typical padded length of the offline samples; attention is a small share either way
   frozen_tok = train_flops_per_token(llm_config, None, False, seq)
   surrogate_tok = train_flops_per_token(llm_config, plan.segments, False, seq)
-  translator_tok = train_flops_per_token(llm_config, plan.segments, True, seq)  # upper bound: 6N
   decoder_tok = train_flops_per_token(llm_config, None, True, seq)
   first = config.seeds[0]
+  translator_dir = stage0_run["run_dir"]
   graft_dir = runs.encoder_config(config, first, "surrogate", translator_dir).run_dir
   starts = {
-      "from_graft": (graft_dir, run_compute(translator_dir, translator_tok) + run_compute(graft_dir, surrogate_tok)),
+      "from_graft": (graft_dir, stage0_compute(config, stage0_run, llm_config, plan, seq)
+                     + run_compute(graft_dir, surrogate_tok)),
   }
   adapter_dir = train(runs.adapter_config(config))["run_dir"]
   starts["from_adapter"] = (adapter_dir, run_compute(adapter_dir, frozen_tok))
