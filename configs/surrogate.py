@@ -61,6 +61,11 @@ def get_config(arg=None):
       "translator_objective": "hidden",
       "translator_fit": {"sequences": s["fit_sequences"]},
       "translator_kl_weight": 0.0,
+      # rounds > 0: stage 2 against the surrogate in rounds + 1 chunks, the translator refitted
+      # between chunks on the target's hidden states for `images` training samples carrying the
+      # current encoder's embeddings (+ `text` chats), `steps` fit steps at `lr`
+      # (graft_jax/reproduction/refresh.py); the encoder never trains through the target
+      "refresh": {"rounds": 0, "images": 256, "text": 128, "steps": 200, "lr": 3e-4},
       "batch_size": 16,
       "transfer_eval_every": 10,
       "num_eval_chats": 64,

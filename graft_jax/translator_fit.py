@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ from graft_jax.data.padding import right_pad
 from graft_jax.models.config import LlamaConfig
 from graft_jax.models.llama import Decoder, SegmentStack
 from graft_jax.models.rope import rope_tables
+from graft_jax.models.vlm import VLM
 from graft_jax.surrogate import SurrogatePlan
 from graft_jax.train.checkpoint import RunCheckpointer, run_metadata
 from graft_jax.train.optimizer import make_optimizer, make_schedule
@@ -43,15 +44,31 @@ _TINY = 1e-6
 
 
 @functools.partial(jax.jit, static_argnames=("config", "boundaries"))
-def _target_boundaries(llm: dict, tokens: jax.Array, valid: jax.Array, *, config: LlamaConfig,
+def _target_boundaries(llm: dict, embedded: jax.Array, valid: jax.Array, *, config: LlamaConfig,
                        boundaries: tuple[int, ...]) -> jax.Array:
   """float32[len(boundaries), B, T, D]: the target's layer outputs h_l for l in `boundaries`
-  (l = -1: the token embeddings), for int tokens[B, T] with bool valid[B, T]."""
-  model = Decoder(config, None, collect_hidden=True)
-  _, _, hidden = model.apply({"params": llm}, tokens, attention_mask=valid, return_logits=False)
-  embedded = model.apply({"params": llm}, tokens, method=Decoder.embed_tokens)
+  (l = -1: the input embeddings float[B, T, D]), with bool valid[B, T]."""
+  _, _, hidden = Decoder(config, None, collect_hidden=True).apply(
+      {"params": llm}, embeddings=embedded, attention_mask=valid, return_logits=False)
   stacked = jnp.concatenate([embedded[None].astype(hidden.dtype), hidden], axis=0)  # index l+1 = h_l
   return jnp.stack([stacked[l + 1] for l in boundaries]).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _embed_tokens(llm: dict, tokens: jax.Array, *, config: LlamaConfig) -> jax.Array:
+  return Decoder(config).apply({"params": llm}, tokens, method=Decoder.embed_tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _embed_with_images(encoder: dict, llm: dict, tokens, images, image_pos, *, model: VLM) -> jax.Array:
+  return model.apply({"params": {**encoder, "llm": llm}}, tokens, images, image_pos, method=VLM.embed_inputs)
+
+
+def _pairs_from(target_llm: dict, config: LlamaConfig, plan: SurrogatePlan, embedded, valid) -> dict:
+  boundaries = tuple(l for r in plan.ranges for l in (r.start - 1, r.end))
+  h = np.asarray(_target_boundaries(target_llm, embedded, valid, config=config, boundaries=boundaries))
+  return {"valid": np.asarray(valid), "x": [h[2 * k] for k in range(len(plan.ranges))],
+          "y": [h[2 * k + 1] for k in range(len(plan.ranges))]}
 
 
 def teacher_pairs(target_llm: dict, config: LlamaConfig, plan: SurrogatePlan, sequences: Sequence[np.ndarray],
@@ -59,7 +76,6 @@ def teacher_pairs(target_llm: dict, config: LlamaConfig, plan: SurrogatePlan, se
   """The target's (input, output) hidden states around every range, per batch of `sequences`
   (sorted by length so padding is small): [{"valid": bool[B, T], "x": [float32[B, T, D] per
   range], "y": [...]}]."""
-  boundaries = tuple(l for r in plan.ranges for l in (r.start - 1, r.end))
   order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
   pairs = []
   for i in range(0, len(order), batch_size):
@@ -68,9 +84,19 @@ def teacher_pairs(target_llm: dict, config: LlamaConfig, plan: SurrogatePlan, se
       rows = rows + [rows[0]] * (batch_size - len(rows))
     tokens, valid = right_pad(rows, config.pad_token_id or 0, multiple)
     valid[len(order[i:i + batch_size]):] = False
-    h = np.asarray(_target_boundaries(target_llm, tokens, valid, config=config, boundaries=boundaries))
-    pairs.append({"valid": valid, "x": [h[2 * k] for k in range(len(plan.ranges))],
-                  "y": [h[2 * k + 1] for k in range(len(plan.ranges))]})
+    pairs.append(_pairs_from(target_llm, config, plan, _embed_tokens(target_llm, tokens, config=config), valid))
+  return pairs
+
+
+def image_teacher_pairs(model: VLM, encoder: dict, target_llm: dict, plan: SurrogatePlan,
+                        batches: Sequence[dict]) -> list[dict]:
+  """teacher_pairs on image-conditioned sequences: each batch (fidelity_data.image_batches: tokens,
+  images, image_pos, valid) with `encoder`'s {"img", "proj"} image embeddings spliced in."""
+  pairs = []
+  for b in batches:
+    embedded = _embed_with_images(encoder, target_llm, jnp.asarray(b["tokens"]), jnp.asarray(b["images"]),
+                                  jnp.asarray(b["image_pos"]), model=model)
+    pairs.append(_pairs_from(target_llm, model.llm, plan, embedded, b["valid"]))
   return pairs
 
 
@@ -133,14 +159,27 @@ def held_out_error(translators: dict, config: LlamaConfig, pairs: list[dict]) ->
   return total / sum(p["valid"].sum() for p in pairs)
 
 
-def run_translator_fit(run_dir: str, job_config, target_llm: dict, surrogate_llm: dict, config: LlamaConfig,
-                       plan: SurrogatePlan, train_sequences: Sequence[np.ndarray],
-                       held_out_sequences: Sequence[np.ndarray], *, steps: int, lr: float,
-                       batch_size: int) -> dict:
-  """Fits the surrogate's translators (from their initialisation in `surrogate_llm`) and saves them
-  as a stage run in run_dir. Returns {"run_dir", "loss_first", "loss_last", "held_out_before",
-  "held_out_after" (relative hidden errors), "seconds", "teacher_tokens", "fit_tokens", ...}; a
-  run that already has a checkpoint is read back, not refitted."""
+def text_pairs(target_llm: dict, config: LlamaConfig, plan: SurrogatePlan, train_sequences: Sequence[np.ndarray],
+               held_out_sequences: Sequence[np.ndarray], batch_size: int) -> Callable[[], tuple]:
+  """run_translator_fit's `make_pairs` for token sequences: () -> (train pairs, held-out pairs,
+  tokens the target ran over)."""
+  def make():
+    return (teacher_pairs(target_llm, config, plan, train_sequences, batch_size),
+            teacher_pairs(target_llm, config, plan, held_out_sequences, batch_size),
+            float(sum(len(s) for s in train_sequences)))
+  return make
+
+
+def run_translator_fit(run_dir: str, job_config, plan: SurrogatePlan, config: LlamaConfig, init: dict,
+                       make_pairs: Callable[[], tuple], *, steps: int, lr: float, carry: dict | None = None,
+                       carry_spec: Sequence[str] = ()) -> dict:
+  """Fits translators from `init` {"translator_<i>": stacked block params} on make_pairs()'s
+  (train pairs, held-out pairs, teacher tokens) and saves them as a stage run in run_dir, with
+  `carry` (other subtrees, e.g. the current encoder side {"img", "proj"}, matched by
+  `carry_spec`) saved beside them unchanged so that a later stage started from run_dir gets both.
+  Returns {"run_dir", "loss_first", "loss_last", "held_out_before", "held_out_after" (relative
+  hidden errors), "seconds", "teacher_tokens", "fit_tokens", ...}; a run that already has a
+  checkpoint is read back, not refitted."""
   checkpointer = RunCheckpointer(os.path.join(run_dir, "checkpoints"), keep_last=1, save_every=0)
   try:
     if checkpointer.latest_step() is not None:
@@ -154,10 +193,8 @@ def run_translator_fit(run_dir: str, job_config, target_llm: dict, surrogate_llm
       print(f"resumed {run_dir} (translators fitted to hidden states, {meta['step']} steps)")
       return {"run_dir": run_dir, **meta.get("fit", {})}
     start = time.perf_counter()
-    pairs = teacher_pairs(target_llm, config, plan, train_sequences, batch_size)
-    held_out = teacher_pairs(target_llm, config, plan, held_out_sequences, batch_size)
+    pairs, held_out, teacher_tokens = make_pairs()
     teacher_seconds = time.perf_counter() - start
-    init = {n: surrogate_llm["segments"][n] for n in plan.translator_segments}
     before = held_out_error(init, config, held_out)
     state, losses = fit_translators(init, config, pairs, steps=steps, lr=lr)
     after = held_out_error(state.trainable, config, held_out)
@@ -166,16 +203,16 @@ def run_translator_fit(run_dir: str, job_config, target_llm: dict, surrogate_llm
     fit = {"loss_first": float(np.mean(losses[:fifth])), "loss_last": float(np.mean(losses[-fifth:])),
            "held_out_before": float(before), "held_out_after": float(after), "steps": int(steps),
            "teacher_seconds": teacher_seconds, "seconds": time.perf_counter() - start,
-           "train_sequences": len(train_sequences),
-           "teacher_tokens": float(sum(len(s) for s in train_sequences)),  # forward only, once
+           "train_batches": len(pairs),
+           "teacher_tokens": float(teacher_tokens),  # the target's forward pass, once
            "fit_tokens": tokens_per_batch * steps}  # through the translator blocks, forward + backward
     logging.info("translator fit: %s", fit)
-    print(f"translator fit ({steps} steps, {len(train_sequences)} sequences): relative hidden error on "
-          f"held-out text {before:.3f} -> {after:.3f}; {fit['seconds']:.0f} s")
-    trainable = {"llm": {"segments": state.trainable}}
-    meta = run_metadata(job_config, plan, STAGE, list(TRAINABLE_SPEC))
-    saved = TrainState(state.step, trainable, state.opt_state)
-    checkpointer.save(steps, saved, None, {**meta, "fit": fit}, force=True)
+    print(f"translator fit ({steps} steps, {len(pairs)} batches): relative hidden error on held-out "
+          f"sequences {before:.3f} -> {after:.3f}; {fit['seconds']:.0f} s")
+    trainable = {"llm": {"segments": state.trainable}, **(carry or {})}
+    meta = run_metadata(job_config, plan, STAGE, list(TRAINABLE_SPEC) + list(carry_spec))
+    checkpointer.save(steps, TrainState(state.step, trainable, state.opt_state), None, {**meta, "fit": fit},
+                      force=True)
     checkpointer.wait()
     return {"run_dir": run_dir, **fit}
   finally:

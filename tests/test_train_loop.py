@@ -151,9 +151,10 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   config.run_dir, config.out_dir = str(tmp_path / "route"), str(tmp_path / "results")
   config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
   config.ranges = ((1, 2),)
-  config.steps = {"translator": 3, "pretrain": 0, "encoder": 2, "adapter": 2, "transfer": 2}
+  config.steps = {"translator": 3, "pretrain": 0, "encoder": 3, "adapter": 2, "transfer": 2}
   config.transfer_eval_every = 1
   config.translator_fit.sequences = 16  # stage 0 by hidden-state matching (the default objective)
+  config.refresh.update({"rounds": 1, "images": 8, "text": 4, "steps": 2})  # stage 2 in two chunks, one refit
   config.batch_size, config.num_eval_chats = 8, 4
   config.eval.update({"limit": 4, "batch_size": 4, "max_new_tokens": 3})
   # (c) and (d) are the same stage-2 run on other decoders (tests/test_reproduction.py checks their configs).
@@ -163,6 +164,9 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   assert set(result["per_seed"]["0"]) == rows == set(result["summary"])
   assert all(s["overall"]["n"] == 4 for s in result["per_seed"]["0"].values())
   assert result["fidelity"]["translator"] != result["fidelity"]["untrained"]
+  refit = result["refits"]["0"][0]
+  assert refit["steps"] == 2 and refit["teacher_tokens"] > 0 and refit["run_dir"].endswith("seed0/refit_r0")
+  assert (tmp_path / "route" / "seed0" / "encoder_surrogate_r0" / "encoder_package").is_dir()
   curves = result["transfer"]["curves"]
   assert [p["step"] for p in curves["from_graft"]] == [0, 1, 2] == [p["step"] for p in curves["from_adapter"]]
   # The graft route starts after stage 0 and stage 2 on the surrogate; the adapter route after its adapter stage.

@@ -9,7 +9,7 @@ from graft_jax.models.llama import Decoder, init_params
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.train.model_setup import load_previous_stage
 from graft_jax.translator_fit import (fit_translators, held_out_error, relative_error, run_translator_fit,
-                                      teacher_pairs, translator_outputs)
+                                      teacher_pairs, text_pairs, translator_outputs)
 
 CONFIG = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=6, num_heads=4,
                      num_kv_heads=2, head_dim=8, pad_token_id=0)
@@ -86,8 +86,9 @@ def test_the_fit_run_is_a_stage_run_that_later_stages_load_and_reruns_reuse(targ
   plan = SurrogatePlan.create(6, [(2, 4)])
   surrogate = make_surrogate(target, plan)
   job = {"name": "test"}
-  out = run_translator_fit(str(tmp_path / "fit"), job, target, surrogate, CONFIG, plan, _sequences(16, 4),
-                           _sequences(8, 5), steps=5, lr=1e-3, batch_size=8)
+  init = {"translator_0": surrogate["segments"]["translator_0"]}
+  make = text_pairs(target, CONFIG, plan, _sequences(16, 4), _sequences(8, 5), batch_size=8)
+  out = run_translator_fit(str(tmp_path / "fit"), job, plan, CONFIG, init, make, steps=5, lr=1e-3)
   assert out["held_out_after"] < out["held_out_before"] and out["fit_tokens"] > 0 and out["teacher_tokens"] > 0
   loaded = load_previous_stage({"llm": surrogate}, plan, str(tmp_path / "fit"))["llm"]
   changed = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)),
@@ -95,9 +96,9 @@ def test_the_fit_run_is_a_stage_run_that_later_stages_load_and_reruns_reuse(targ
   assert any(jax.tree.leaves(changed))
   for name in ("blocks_0", "blocks_1"):  # everything but the translator is the target's
     jax.tree.map(np.testing.assert_array_equal, loaded["segments"][name], surrogate["segments"][name])
-  again = run_translator_fit(str(tmp_path / "fit"), job, target, surrogate, CONFIG, plan, [], [], steps=5,
-                             lr=1e-3, batch_size=8)  # read back, not refitted (no sequences needed)
+  refuse = lambda: pytest.fail("a finished fit must not be recomputed")
+  again = run_translator_fit(str(tmp_path / "fit"), job, plan, CONFIG, init, refuse, steps=5, lr=1e-3)
   assert again == out
   with pytest.raises(ValueError, match="holds translators for plan"):
-    run_translator_fit(str(tmp_path / "fit"), job, target, make_surrogate(target, SurrogatePlan.create(6, [(1, 4)])),
-                       CONFIG, SurrogatePlan.create(6, [(1, 4)]), [], [], steps=5, lr=1e-3, batch_size=8)
+    run_translator_fit(str(tmp_path / "fit"), job, SurrogatePlan.create(6, [(1, 4)]), CONFIG, init, refuse,
+                       steps=5, lr=1e-3)

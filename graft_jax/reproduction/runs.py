@@ -62,15 +62,21 @@ def pretrain_config(job, seed: int, translator_dir: str) -> ml_collections.Confi
                       lr=job.lr.pretrain, seed=seed, on_surrogate=True, init_from=translator_dir)
 
 
-def encoder_config(job, seed: int, condition: str, surrogate_dir: str) -> ml_collections.ConfigDict:
-  """Stage 2 for condition "surrogate" (from `surrogate_dir`: the translator or stage-1 run),
-  "target" (the full target) or "truncation" (the surrogate with its translator untrained)."""
+def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps: int | None = None,
+                   name: str | None = None, data_seed: int | None = None) -> ml_collections.ConfigDict:
+  """Stage 2 for condition "surrogate" (from `surrogate_dir`: the translator, stage-1 or refit
+  run), "target" (the full target) or "truncation" (the surrogate with its translator untrained).
+  steps / name / data_seed: a chunk of stage 2 (reproduction/refresh.py): its step count, run
+  directory name under seed<s>/ and data order (default: steps.encoder, the condition's dir, seed)."""
   if condition not in CONDITION_DIRS:
     raise ValueError(f"Unknown encoder condition {condition!r}; known: {sorted(CONDITION_DIRS)}")
-  return stage_config(job, "finetune_encoder", os.path.join(seed_dir(job, seed), CONDITION_DIRS[condition]),
-                      steps=job.steps.encoder, lr=job.lr.encoder, seed=seed,
-                      on_surrogate=condition != "target",
-                      init_from=surrogate_dir if condition == "surrogate" else "", trainable=ENCODER_RULES)
+  cfg = stage_config(job, "finetune_encoder", os.path.join(seed_dir(job, seed), name or CONDITION_DIRS[condition]),
+                     steps=job.steps.encoder if steps is None else steps, lr=job.lr.encoder, seed=seed,
+                     on_surrogate=condition != "target",
+                     init_from=surrogate_dir if condition == "surrogate" else "", trainable=ENCODER_RULES)
+  if data_seed is not None:
+    cfg.train.seed = int(data_seed)
+  return cfg
 
 
 def adapter_config(job) -> ml_collections.ConfigDict:

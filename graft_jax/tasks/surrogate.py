@@ -29,6 +29,7 @@ from graft_jax.data.templates import encode_conversation
 from graft_jax.fidelity import next_token_kl
 from graft_jax.models.vlm import VLM
 from graft_jax.reproduction import report, runs
+from graft_jax.reproduction.refresh import surrogate_llm, surrogate_route
 from graft_jax.reproduction.scoring import ZERO, RunCompute, Scorer, run_compute, train_flops_per_token
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.generate import end_token_ids
@@ -36,7 +37,7 @@ from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.train.checkpoint import RunCheckpointer, load_encoder_package
 from graft_jax.train.data_setup import ensure_default_datasets
 from graft_jax.train.loop import train
-from graft_jax.translator_fit import run_translator_fit
+from graft_jax.translator_fit import run_translator_fit, text_pairs
 from graft_jax.train.model_setup import init_encoder_side, load_previous_stage, vit_from_config
 from graft_jax.train.partition import merge, split
 
@@ -69,11 +70,11 @@ def stage0(config, target: dict, truncation: dict, llm_config, tokenizer, plan: 
     return {"run_dir": train(runs.translator_config(config))["run_dir"]}
   if config.translator_objective != "hidden":
     raise ValueError(f"Unknown translator_objective {config.translator_objective!r}; choose 'hidden' or 'ce'")
-  fit = config.translator_fit
-  return run_translator_fit(
-      os.path.join(config.run_dir, "translator"), config, target, truncation, llm_config, plan,
-      chat_sequences(config, tokenizer, 0, fit.sequences), chat_sequences(config, tokenizer, HELD_OUT_CHATS, 64),
-      steps=config.steps.translator, lr=config.lr.translator, batch_size=config.batch_size)
+  make_pairs = text_pairs(target, llm_config, plan, chat_sequences(config, tokenizer, 0, config.translator_fit.sequences),
+                          chat_sequences(config, tokenizer, HELD_OUT_CHATS, 64), config.batch_size)
+  init = {n: truncation["segments"][n] for n in plan.translator_segments}
+  return run_translator_fit(os.path.join(config.run_dir, "translator"), config, plan, llm_config, init, make_pairs,
+                            steps=config.steps.translator, lr=config.lr.translator)
 
 
 def cached(path: str, compute: Callable[[], Any]) -> Any:
@@ -143,7 +144,7 @@ def run(config) -> dict:
   results["fidelity"] = fidelity
   results["stage0"] = {k: v for k, v in stage0_run.items() if k != "run_dir"}
 
-  per_seed, answers = {}, {}
+  per_seed, answers, routes = {}, {}, {}
   for seed in config.seeds:
     print(f"seed {seed}")
     rows, surrogate_dir, seed_surrogate = {}, translator_dir, surrogate
@@ -152,7 +153,11 @@ def run(config) -> dict:
       seed_surrogate = trained_llm(truncation, plan, surrogate_dir)
     tag = lambda name: f"seed{seed}_{name}"
     if "surrogate" in config.conditions:
-      d = train(runs.encoder_config(config, seed, "surrogate", surrogate_dir))["run_dir"]
+      route = routes[seed] = surrogate_route(config, seed, surrogate_dir, target, truncation, plan, llm_config,
+                                             tokenizer, vit, chat_sequences)
+      d = route["encoder_dir"]
+      if route["refits"]:  # the last chunk trained against the refitted translator
+        seed_surrogate = surrogate_llm(truncation, plan, route["surrogate_dir"], package_of(d))
       rows["a_surrogate_on_surrogate"] = score(tag("a"), lambda: package_of(d), seed_surrogate, plan.segments)
       rows["b_surrogate_grafted"] = score(tag("b"), lambda: package_of(d), target, None)
     if "target" in config.conditions:
@@ -169,10 +174,13 @@ def run(config) -> dict:
     per_seed[str(seed)] = {k: v["scores"] for k, v in rows.items()}
     answers[seed] = {k: v["answers"] for k, v in rows.items()}
   results["per_seed"] = per_seed
+  if any(r["refits"] for r in routes.values()):
+    results["refits"] = {str(seed): r["refits"] for seed, r in routes.items()}
   results["summary"] = report.summarize(per_seed)
 
   if config.steps.transfer:
-    results["transfer"] = transfer(config, target, llm_config, plan, scorer, score, stage0_run)
+    results["transfer"] = transfer(config, target, llm_config, plan, scorer, score, stage0_run,
+                                   routes.get(config.seeds[0]))
   markdown = report.write_outputs(config.out_dir, results)
   first = config.seeds[0]
   show = list(range(min(8, len(samples))))
@@ -190,19 +198,23 @@ def run(config) -> dict:
 
 def stage0_compute(config, stage0_run: dict, llm_config, plan: SurrogatePlan, seq: int) -> RunCompute:
   """Stage 0's decoder compute: the CE run's steps through the surrogate (6N per token, an upper
-  bound), or the fit's one forward pass of the target over its text plus its steps through the
-  translator blocks alone (6 x their parameters per token)."""
+  bound), or the fit's (fit_compute)."""
   if config.translator_objective == "ce":
     return run_compute(stage0_run["run_dir"], train_flops_per_token(llm_config, plan.segments, True, seq))
+  return fit_compute(stage0_run, llm_config, plan, seq)
+
+
+def fit_compute(fit: dict, llm_config, plan: SurrogatePlan, seq: int) -> RunCompute:
+  """A translator fit's decoder compute: one forward pass of the target over its sequences plus
+  its steps through the translator blocks alone (3 x a layer's forward FLOPs per token)."""
   full = decoder_cost(llm_config, seq_len=seq)
   translators = sum(r.num_translators for r in plan.ranges)
   layer_flops = (full.fwd_flops_per_token - 2 * llm_config.vocab_size * llm_config.hidden_size) / full.layers
-  flops = (stage0_run["teacher_tokens"] * full.fwd_flops_per_token
-           + stage0_run["fit_tokens"] * 3 * layer_flops * translators)
-  return RunCompute(stage0_run["steps"], stage0_run["teacher_tokens"], flops, stage0_run["seconds"])
+  flops = fit["teacher_tokens"] * full.fwd_flops_per_token + fit["fit_tokens"] * 3 * layer_flops * translators
+  return RunCompute(fit["steps"], fit["teacher_tokens"], flops, fit["seconds"])
 
 
-def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict) -> dict:
+def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict, route: dict | None) -> dict:
   """(f): stage 3 on the full target from the seed-0 graft and from an adapter-only start, each
   scored every transfer_eval_every steps; compute is cumulative over the route's earlier stages."""
   seq = 64  # typical padded length of the offline samples; attention is a small share either way
@@ -210,11 +222,16 @@ def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict) 
   surrogate_tok = train_flops_per_token(llm_config, plan.segments, False, seq)
   decoder_tok = train_flops_per_token(llm_config, None, True, seq)
   first = config.seeds[0]
-  translator_dir = stage0_run["run_dir"]
-  graft_dir = runs.encoder_config(config, first, "surrogate", translator_dir).run_dir
+  if route is None:
+    raise ValueError("(f) transfer starts from the seed's surrogate-trained encoder: keep condition 'surrogate'")
+  graft_dir = route["encoder_dir"]
+  graft_route = stage0_compute(config, stage0_run, llm_config, plan, seq)
+  for stage2_dir in route["stage2_dirs"]:
+    graft_route = graft_route + run_compute(stage2_dir, surrogate_tok)
+  for refit in route["refits"]:
+    graft_route = graft_route + fit_compute(refit, llm_config, plan, seq)
   starts = {
-      "from_graft": (graft_dir, stage0_compute(config, stage0_run, llm_config, plan, seq)
-                     + run_compute(graft_dir, surrogate_tok)),
+      "from_graft": (graft_dir, graft_route),
   }
   adapter_dir = train(runs.adapter_config(config))["run_dir"]
   starts["from_adapter"] = (adapter_dir, run_compute(adapter_dir, frozen_tok))
