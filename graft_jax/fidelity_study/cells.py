@@ -5,7 +5,8 @@ A cell changes at most: where the translator range starts (it always ends at the
 L-2 for SmolLM2), how stage 0 trains the translator (`translator_objective`: fitted to the target's
 hidden states, or cross-entropy through the surrogate with optional KL distillation,
 `translator_kl_weight`), its budget and learning rate, stage 1 before stage 2 (`steps.pretrain`),
-the adapter's output norm (`vit.output_norm`) and the encoder's training length (`steps.encoder`). Every cell runs the
+the adapter's output norm (`vit.output_norm`), the encoder's training length (`steps.encoder`) and
+refits of the translator on the encoder's image sequences during stage 2 (`refresh.rounds`). Every cell runs the
 conditions "surrogate" (a, b) and "target" (c, c2) for every seed of the base job.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Cell:
   pretrain_steps: int | None = None
   output_norm: str | None = None
   encoder_steps: int | None = None
+  refresh_rounds: int | None = None
 
   def changes(self) -> dict:
     """The settings this cell changes, as {field: value}."""
@@ -61,6 +63,7 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
       Cell(f"a{a}_stage1", a, "stage 1", pretrain_steps=60),
       Cell(f"a{a}_norm", a, "output norm", output_norm="rms_token_scale"),
       Cell(f"a{a}_enc150", a, "encoder steps", encoder_steps=150),
+      Cell(f"a{a}_refresh2", a, "translator refits on image sequences", refresh_rounds=2),
   ]
 
 
@@ -97,6 +100,8 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
     job.vit.output_norm = cell.output_norm
   if cell.encoder_steps is not None:
     job.steps.encoder = int(cell.encoder_steps)
+  if cell.refresh_rounds is not None:
+    job.refresh.rounds = int(cell.refresh_rounds)
   job.conditions = ("surrogate", "target")
   job.steps.adapter = job.steps.transfer = 0
   job.run_dir = os.path.join(root, cell.name)

@@ -20,6 +20,7 @@ ROWS = (
     ("c_target_on_target", "(c) trained directly on the full target (same steps and samples)"),
     ("d_truncation_grafted", "(d) trained on the plain truncation (translator untrained), grafted"),
     ("e_untrained_grafted", "(e) untrained encoder on the full target (floor)"),
+    ("prior_no_image", "answer prior of the training split, no image (blind floor)"),
     ("c2_target_on_surrogate", "trained on the full target, evaluated on the surrogate"),
     ("d2_truncation_on_truncation", "trained on the plain truncation, evaluated on it"),
 )

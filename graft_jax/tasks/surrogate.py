@@ -29,8 +29,9 @@ from graft_jax.data.templates import encode_conversation
 from graft_jax.fidelity import next_token_kl
 from graft_jax.models.vlm import VLM
 from graft_jax.reproduction import report, runs
+from graft_jax.reproduction.answer_prior import answer_prior_scores
 from graft_jax.reproduction.refresh import surrogate_llm, surrogate_route
-from graft_jax.reproduction.scoring import ZERO, RunCompute, Scorer, run_compute, train_flops_per_token
+from graft_jax.reproduction.scoring import RunCompute, Scorer, run_compute, train_flops_per_token
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.generate import end_token_ids
 from graft_jax.tasks.model_loading import load_from_config
@@ -144,6 +145,10 @@ def run(config) -> dict:
   results["fidelity"] = fidelity
   results["stage0"] = {k: v for k, v in stage0_run.items() if k != "run_dir"}
 
+  train_samples, _ = read_llava_json(os.path.join(config.data.out_dir, "shapes", "train.json"), image_check="exists")
+  prior_scores, prior_records = answer_prior_scores(train_samples, samples)
+  prior = {"scores": prior_scores, "answers": [r["prediction"] for r in prior_records]}
+  print(f"  answer prior without images: accuracy {prior_scores['overall']['accuracy']:.3f}")
   per_seed, answers, routes = {}, {}, {}
   for seed in config.seeds:
     print(f"seed {seed}")
@@ -171,6 +176,7 @@ def run(config) -> dict:
     if "untrained" in config.conditions:
       fresh = lambda: init_encoder_side(VLM(vit, llm_config, None, config.vit.projector_depth), seed)
       rows["e_untrained_grafted"] = score(tag("e"), fresh, target, None)
+    rows["prior_no_image"] = prior
     per_seed[str(seed)] = {k: v["scores"] for k, v in rows.items()}
     answers[seed] = {k: v["answers"] for k, v in rows.items()}
   results["per_seed"] = per_seed
@@ -221,7 +227,6 @@ def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict, 
   frozen_tok = train_flops_per_token(llm_config, None, False, seq)
   surrogate_tok = train_flops_per_token(llm_config, plan.segments, False, seq)
   decoder_tok = train_flops_per_token(llm_config, None, True, seq)
-  first = config.seeds[0]
   if route is None:
     raise ValueError("(f) transfer starts from the seed's surrogate-trained encoder: keep condition 'surrogate'")
   graft_dir = route["encoder_dir"]
