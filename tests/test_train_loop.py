@@ -160,7 +160,7 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   # (c) and (d) are the same stage-2 run on other decoders (tests/test_reproduction.py checks their configs).
   config.conditions = ("surrogate", "untrained")
   result = run_task(config)
-  rows = {"a_surrogate_on_surrogate", "b_surrogate_grafted", "e_untrained_grafted"}
+  rows = {"a_surrogate_on_surrogate", "b_surrogate_grafted", "e_untrained_grafted", "prior_no_image"}
   assert set(result["per_seed"]["0"]) == rows == set(result["summary"])
   assert all(s["overall"]["n"] == 4 for s in result["per_seed"]["0"].values())
   assert result["fidelity"]["translator"] != result["fidelity"]["untrained"]
