@@ -4,8 +4,8 @@ the surrogate, on the full target and on the plain truncation, each scored on he
 the surrogate-trained encoder also grafted zero-shot onto the full target; the table is printed
 and written to out_dir. Resumable: a rerun continues where it stopped.
 
-  python -m graft_jax.main --config=configs/surrogate.py          # quick: 1 seed, ~15 min on 2 cores
-  python -m graft_jax.main --config=configs/surrogate.py:full     # 3 seeds + transfer (f), ~1.5 h
+  python -m graft_jax.main --config=configs/surrogate.py          # quick: 1 seed (sized for ~15 min on 2 cores, not timed)
+  python -m graft_jax.main --config=configs/surrogate.py:full     # 3 seeds + transfer (f), ~1 h on 2 free cores (estimated from step times)
 
 `ranges`: ((start, end) or (start, end, num_translators), ...). `steps.pretrain` > 0 adds stage 1
 (adapter + translator on image + text) before stage 2; `translator_kl_weight` > 0 distils the
