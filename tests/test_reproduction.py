@@ -78,3 +78,11 @@ def test_run_configs_follow_the_job():
     runs.encoder_config(job, 0, "nothing", "")
   with pytest.raises(ValueError, match="Unknown size"):
     load_config("surrogate", "huge")
+
+
+def test_an_unknown_stage0_objective_is_refused():
+  from graft_jax.tasks.surrogate import stage0  # pylint: disable=g-import-not-at-top
+  job = load_config("surrogate", "full")
+  job.translator_objective = "mse"
+  with pytest.raises(ValueError, match="Unknown translator_objective 'mse'"):
+    stage0(job, target={}, truncation={}, llm_config=None, tokenizer=None, plan=None)
