@@ -14,10 +14,15 @@ from graft_jax.data.templates import encode_conversation, expand_image_slot
 HELD_OUT_CHATS = 1  # the synthetic chat split held out for fidelity ("val"), as in tasks/surrogate.py
 
 
-def held_out_chats(tokenizer, template: str, data_seed: int, count: int) -> list[np.ndarray]:
-  """Token ids int32[T_i] of the first `count` held-out synthetic chats (the main job's text-KL set)."""
-  chats = [make_chat(data_seed, HELD_OUT_CHATS, i)["messages"] for i in range(count)]
+def chat_token_ids(tokenizer, template: str, data_seed: int, split_index: int, count: int) -> list[np.ndarray]:
+  """Token ids int32[T_i] of the first `count` synthetic chats of split `split_index` (0 train, 1 val)."""
+  chats = [make_chat(data_seed, split_index, i)["messages"] for i in range(count)]
   return [encode_conversation(c, tokenizer, template, "standard").ids for c in chats]
+
+
+def held_out_chats(tokenizer, template: str, data_seed: int, count: int) -> list[np.ndarray]:
+  """The first `count` held-out synthetic chats (the main job's text-KL set)."""
+  return chat_token_ids(tokenizer, template, data_seed, HELD_OUT_CHATS, count)
 
 
 def text_batches(samples: Sequence[np.ndarray], batch_size: int, pad_id: int

@@ -151,8 +151,8 @@ def test_held_out_batches_from_real_samples(tmp_path):
   assert batch["image_mask"][0].sum() == 7 and not (batch["image_mask"] & batch["loss_mask"]).any()
   answer = tokenizer.decode(batch["tokens"][0][batch["loss_mask"][0]])
   assert answer.startswith("\nred") and batch["loss_mask"][1].sum() > batch["loss_mask"][0].sum()
-  from graft_jax.fidelity_data import HELD_OUT_CHATS  # pylint: disable=g-import-not-at-top
-  from graft_jax.tasks.surrogate import HELD_OUT_CHATS as MAIN_JOB_CHATS  # pylint: disable=g-import-not-at-top
-  assert HELD_OUT_CHATS == MAIN_JOB_CHATS  # the same held-out chats as the main job's text KL
+  from graft_jax.fidelity_data import chat_token_ids  # pylint: disable=g-import-not-at-top
   chats = held_out_chats(tokenizer, "chatml", 0, 3)
   assert len(chats) == 3 and all(c.dtype == np.int32 and len(c) > 5 for c in chats)
+  training = chat_token_ids(tokenizer, "chatml", 0, 0, 3)  # stage 0's fit chats: another split
+  assert all(not np.array_equal(a, b) for a, b in zip(chats, training))

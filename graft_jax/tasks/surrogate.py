@@ -24,9 +24,8 @@ import numpy as np
 from graft_jax.cost import decoder_cost
 from graft_jax.data.padding import right_pad
 from graft_jax.data.readers import read_llava_json
-from graft_jax.data.synthetic_text import make_chat
-from graft_jax.data.templates import encode_conversation
 from graft_jax.fidelity import next_token_kl
+from graft_jax.fidelity_data import HELD_OUT_CHATS, chat_token_ids
 from graft_jax.models.vlm import VLM
 from graft_jax.reproduction import report, runs
 from graft_jax.reproduction.answer_prior import answer_prior_scores
@@ -42,7 +41,6 @@ from graft_jax.translator_fit import run_translator_fit, text_pairs
 from graft_jax.train.model_setup import init_encoder_side, load_previous_stage, vit_from_config
 from graft_jax.train.partition import merge, split
 
-HELD_OUT_CHATS = 1  # synthetic chat split index held out for fidelity ("val"; 0 is "train")
 ENCODER_CONDITIONS = ("surrogate", "target", "truncation", "untrained")
 
 
@@ -58,8 +56,7 @@ def text_kl(config, target: dict, surrogate: dict, plan: SurrogatePlan, llm_conf
 
 def chat_sequences(config, tokenizer, split_index: int, count: int) -> list[np.ndarray]:
   """Token ids of the first `count` synthetic chats of split `split_index` (0 train, 1 held out)."""
-  return [encode_conversation(make_chat(config.data.seed, split_index, i)["messages"], tokenizer, config.template,
-                              "standard").ids for i in range(count)]
+  return chat_token_ids(tokenizer, config.template, config.data.seed, split_index, count)
 
 
 def stage0(config, target: dict, truncation: dict, llm_config, tokenizer, plan: SurrogatePlan) -> dict:
