@@ -86,3 +86,10 @@ def test_an_unknown_stage0_objective_is_refused():
   job.translator_objective = "mse"
   with pytest.raises(ValueError, match="Unknown translator_objective 'mse'"):
     stage0(job, target={}, truncation={}, llm_config=None, tokenizer=None, plan=None)
+
+
+def test_stage2_chunks_for_translator_refits():
+  from graft_jax.reproduction.refresh import chunk_steps  # pylint: disable=g-import-not-at-top
+  assert chunk_steps(60, 0) == [60] and chunk_steps(60, 2) == [20, 20, 20] and chunk_steps(10, 2) == [3, 3, 4]
+  with pytest.raises(ValueError, match="needs at least 3 stage-2 steps"):
+    chunk_steps(2, 2)
