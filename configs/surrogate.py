@@ -26,7 +26,8 @@ SIZES = {
 
 def vqa_data() -> ml_collections.ConfigDict:
   """Synthetic shapes with short-answer questions only (no captions): colour, shape, count,
-  position, existence (POPE style)."""
+  position, existence (POPE style). `train_turns` > 1 asks several per training image (written
+  to other directories, e.g. data_cache/vqa5)."""
   data = data_config()
   data.update({"out_dir": "data_cache/vqa", "data_dir": "data_cache/vqa_tfds",
                "question_types": ("color", "shape", "count", "position", "exists"),
@@ -55,9 +56,17 @@ def get_config(arg=None):
       "conditions": ("surrogate", "target", "truncation", "untrained"),
       "steps": s["steps"],
       "lr": {"translator": 1e-3, "pretrain": 1e-3, "encoder": 1e-3, "transfer": 5e-5},
+      # the ViT's learning rate relative to the adapter's in every stage that trains it (a
+      # pretrained encoder is tuned gently, as the paper tunes CLIP at 5e-5)
+      "encoder_lr_mult": 1.0,
       # stage 0: "hidden" fits the translator to the target's hidden states around the range
       # (graft_jax/translator_fit.py; translator_fit.sequences chats, steps.translator steps);
       # "ce" trains it with cross-entropy through the surrogate (+ KL if translator_kl_weight > 0)
+      # the encoder starts pretrained on labelled scenes (graft_jax/vision_pretrain; the offline
+      # stand-in for CLIP), written once to `dir` and reused by every job with the same settings;
+      # steps=0 trains it from scratch in stage 2; --config.vit.source=DIR starts from your own
+      "encoder_pretrain": {"steps": 1500, "batch_size": 128, "lr": 1e-3, "scenes": 30000, "seed": 0,
+                           "dir": "runs/vision_encoder"},
       "translator_objective": "hidden",
       "translator_fit": {"sequences": s["fit_sequences"]},
       "translator_kl_weight": 0.0,

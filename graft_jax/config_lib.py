@@ -35,6 +35,9 @@ def data_config() -> ml_collections.ConfigDict:
       "image_size": 64,
       # Taken in turn; a subset of caption, color, shape, count, position, exists.
       "question_types": ("caption", "color", "shape", "count", "position", "exists"),
+      # question-answer turns per training sample (one image, several questions, as in LLaVA's
+      # instruction data); the val and test splits keep one question each
+      "train_turns": 1,
   })
 
 
@@ -42,12 +45,14 @@ def vit_config() -> ml_collections.ConfigDict:
   """The offline default encoder: a small CLIP-style ViT trained from scratch (64 px, patch 8:
   64 patches + CLS = 65 tokens, 67 image embeddings with start/end of image).
 
+  `source`: a transformers CLIP vision directory to start from (empty: random init), e.g. the
+  encoder graft_jax/vision_pretrain writes.
   `output_norm`: the adapter's output normalisation, "none" (default) or "rms_token_scale"
   (every image embedding RMS-normalised to the mean RMS norm of the LLM's token embeddings;
   graft_jax/models/projector.py)."""
   return ml_collections.ConfigDict({
       "image_size": 64, "patch_size": 8, "width": 192, "depth": 4, "heads": 3, "mlp_dim": 768,
-      "variant": "clip", "projector_depth": 2, "output_norm": "none", "seed": 0})
+      "variant": "clip", "projector_depth": 2, "output_norm": "none", "seed": 0, "source": ""})
 
 
 def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.ConfigDict:

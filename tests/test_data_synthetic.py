@@ -189,3 +189,44 @@ def test_a_subset_of_question_types_is_taken_in_turn(tmp_path):
   assert meta["question_types"] == ["color", "exists"]
   with pytest.raises(ValueError, match="subset"):
     generate_shapes_dataset(str(tmp_path / "bad"), splits={"train": 2}, question_types=("colour",))
+
+
+def test_training_samples_can_ask_several_questions_about_one_image(tmp_path, smol):
+  types = ("color", "shape", "count", "position", "exists")
+  generate_shapes_dataset(str(tmp_path / "one"), seed=1, splits={"train": 20, "test": 5}, question_types=types)
+  generate_shapes_dataset(str(tmp_path / "five"), seed=1, splits={"train": 20, "test": 5}, question_types=types,
+                          turns={"train": 5})
+  one = json.load(open(tmp_path / "one" / "train.json"))
+  five = json.load(open(tmp_path / "five" / "train.json"))
+  assert json.load(open(tmp_path / "one" / "test.json")) == json.load(open(tmp_path / "five" / "test.json"))
+  turn_counts = []
+  for a, b in zip(one, five):
+    # the image and the first turn are the one-turn sample's
+    assert b["conversations"][:2] == a["conversations"] and b["objects"] == a["objects"]
+    assert (tmp_path / "one" / a["image"]).read_bytes() == (tmp_path / "five" / b["image"]).read_bytes()
+    turns = b["conversations"]
+    assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+    assert sum(t["value"].count("<image>") for t in turns) == 1
+    assert len(b["extra_turns"]) == len(turns) // 2 - 1
+    for (qtype, answer), (human, gpt) in zip(b["extra_turns"], zip(turns[2::2], turns[3::2])):
+      check_answer({**b, "conversations": [human, gpt], "question_type": qtype, "answer": answer,
+                    "pope": "positive" if answer == "yes" else "random"})
+      assert gpt["value"] == answer[0].upper() + answer[1:] + "."
+    turn_counts.append(len(turns) // 2)
+  assert max(turn_counts) == 5 and min(turn_counts) >= 2
+  samples, skips = read_llava_json(str(tmp_path / "five" / "train.json"))
+  encoded, encode_skips = encode_samples(samples, smol, "chatml", "markers", max_len=512, image_len=19)
+  assert len(encoded) == 20 and skips.total == encode_skips.total == 0
+
+
+def test_a_cached_dataset_made_with_other_settings_is_refused(tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from graft_jax.train.data_setup import check_shapes_metadata  # pylint: disable=g-import-not-at-top
+  generate_shapes_dataset(str(tmp_path / "shapes"), seed=0, splits={"train": 2}, image_size=32,
+                          question_types=("color",), turns={"train": 1})
+  cfg = ml_collections.ConfigDict({"out_dir": str(tmp_path), "seed": 0, "image_size": 32,
+                                   "question_types": ("color",), "train_turns": 1})
+  check_shapes_metadata(cfg)  # the same settings: reused
+  cfg.train_turns = 5
+  with pytest.raises(ValueError, match=r"other settings.*'turns': \(\{'train': 1\}, \{'train': 5\}\)"):
+    check_shapes_metadata(cfg)

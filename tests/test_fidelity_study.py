@@ -146,6 +146,7 @@ def test_one_cell_end_to_end_on_a_tiny_model(tiny, tmp_path):
   base.seeds = (0,)
   base.steps = {"translator": 2, "pretrain": 0, "encoder": 2, "adapter": 0, "transfer": 0}
   base.translator_fit.sequences = 16
+  base.encoder_pretrain.update({"steps": 2, "batch_size": 4, "scenes": 8, "dir": str(tmp_path / "vision")})
   base.batch_size, base.num_eval_chats = 8, 4
   base.eval.update({"limit": 4, "batch_size": 4, "max_new_tokens": 2})
   root, results = str(tmp_path / "runs"), str(tmp_path / "results")

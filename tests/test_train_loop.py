@@ -152,6 +152,8 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
   config.ranges = ((1, 2),)
   config.steps = {"translator": 3, "pretrain": 0, "encoder": 3, "adapter": 2, "transfer": 2}
+  # the encoder is pretrained on labelled scenes first, and every stage starts from it
+  config.encoder_pretrain.update({"steps": 3, "batch_size": 4, "scenes": 16, "dir": str(tmp_path / "vision")})
   config.transfer_eval_every = 1
   config.translator_fit.sequences = 16  # stage 0 by hidden-state matching (the default objective)
   config.refresh.update({"rounds": 1, "images": 8, "text": 4, "steps": 2})  # stage 2 in two chunks, one refit
@@ -164,6 +166,7 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   assert set(result["per_seed"]["0"]) == rows == set(result["summary"])
   assert all(s["overall"]["n"] == 4 for s in result["per_seed"]["0"].values())
   assert result["fidelity"]["translator"] != result["fidelity"]["untrained"]
+  assert result["encoder_pretrain"]["steps"] == 3 and config.vit.source == str(tmp_path / "vision")
   refit = result["refits"]["0"][0]
   assert refit["steps"] == 2 and refit["teacher_tokens"] > 0 and refit["run_dir"].endswith("seed0/refit_r0")
   assert (tmp_path / "route" / "seed0" / "encoder_surrogate_r0" / "encoder_package").is_dir()

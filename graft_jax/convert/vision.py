@@ -1,4 +1,4 @@
-"""transformers CLIP / SigLIP vision towers (safetensors + config.json) -> graft_jax ViT params.
+"""transformers CLIP / SigLIP vision towers (safetensors + config.json) <-> graft_jax ViT params.
 
 Accepts a `save_pretrained` directory of CLIPVisionModel, SiglipVisionModel, or the full CLIPModel /
 SiglipModel (whose vision tower lives under `vision_model.` and its config under `vision_config`);
@@ -34,15 +34,16 @@ _HF_DEFAULTS = {
 
 class Hook(NamedTuple):
   """How one HF tensor becomes ours: `apply` maps HF layout to ours; `hf_shape` maps our shape
-  back to the HF shape, for error messages."""
+  back to the HF shape, for error messages; `to_hf` maps our layout back to HF's (export)."""
   apply: Callable[[np.ndarray], np.ndarray]
   hf_shape: Callable[[tuple], tuple]
+  to_hf: Callable[[np.ndarray], np.ndarray]
 
 
-SAME = Hook(lambda x: x, lambda s: s)
-LINEAR = Hook(lambda w: w.T, lambda s: s[::-1])  # torch [out, in] -> [in, out]
-CONV = Hook(lambda w: w.transpose(2, 3, 1, 0),  # torch [out, in, kh, kw] -> [kh, kw, in, out]
-            lambda s: (s[3], s[2], s[0], s[1]))
+SAME = Hook(lambda x: x, lambda s: s, lambda x: x)
+LINEAR = Hook(lambda w: w.T, lambda s: s[::-1], lambda w: w.T)  # torch [out, in] <-> [in, out]
+CONV = Hook(lambda w: w.transpose(2, 3, 1, 0),  # torch [out, in, kh, kw] <-> [kh, kw, in, out]
+            lambda s: (s[3], s[2], s[0], s[1]), lambda w: w.transpose(3, 2, 0, 1))
 
 # (HF name without the `vision_model.` prefix, our path, hook). Names with `{i}` are per layer and
 # are stacked on axis 0 of `blocks`. Entries whose path the variant lacks (cls_token and pre_ln for
@@ -144,6 +145,44 @@ def load_hf_vision(model_dir: str, **overrides: Any) -> tuple[VitConfig, dict]:
   with open(config_path) as f:
     config = vit_config_from_hf(json.load(f), **overrides)
   return config, convert_state_dict(SafetensorsCheckpoint(model_dir), config)
+
+
+_EXPORT_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
+
+
+def save_hf_vision(params: Mapping[str, Any], config: VitConfig, model_dir: str) -> None:
+  """Writes `params` (a clip-variant ViT) as a transformers CLIPVisionModel `save_pretrained`
+  directory (config.json + model.safetensors), which load_hf_vision and transformers both read."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  if config.variant != "clip":
+    raise ValueError(f"Only clip-variant encoders are exported; this one is {config.variant!r}")
+  flat = traverse_util.flatten_dict(jax_to_numpy(params), sep="/")
+  tensors = {}
+  for pattern, path, hook in TABLE:
+    if path not in flat:
+      continue
+    if "{i}" in pattern:
+      for i in range(config.depth):
+        tensors["vision_model." + pattern.format(i=i)] = np.ascontiguousarray(hook.to_hf(flat[path][i]))
+    else:
+      tensors["vision_model." + pattern] = np.ascontiguousarray(hook.to_hf(flat[path]))
+  hf_config = {"model_type": "clip_vision_model", "architectures": ["CLIPVisionModel"],
+               "hidden_size": config.width, "intermediate_size": config.mlp_dim,
+               "num_hidden_layers": config.depth, "num_attention_heads": config.heads, "num_channels": 3,
+               "image_size": config.image_size, "patch_size": config.patch_size,
+               "hidden_act": _EXPORT_ACTS[config.activation], "layer_norm_eps": config.layer_norm_eps,
+               "torch_dtype": "float32"}
+  os.makedirs(model_dir, exist_ok=True)
+  save_file({k: v.astype(np.float32) for k, v in tensors.items()}, os.path.join(model_dir, "model.safetensors"))
+  with open(os.path.join(model_dir, "config.json"), "w") as f:
+    json.dump(hf_config, f, indent=1)
+
+
+def jax_to_numpy(tree: Any) -> Any:
+  """A params tree with every leaf as a host numpy array."""
+  if isinstance(tree, Mapping):
+    return {k: jax_to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
 
 
 def _check_layer_count(state_dict: Mapping[str, Any], prefix: str, depth: int) -> None:

@@ -164,9 +164,14 @@ def _question(qtype: str, objects: list[Obj], rng: np.random.Generator, yes: boo
 
 
 def make_sample(seed: int, split_index: int, index: int, image_size: int = 64, max_objects: int = 4,
-                question_types: Sequence[str] = QUESTION_TYPES) -> tuple[dict[str, Any], Image.Image]:
+                question_types: Sequence[str] = QUESTION_TYPES, turns: int = 1) -> tuple[dict[str, Any], Image.Image]:
   """Sample `index` of split number `split_index`: (record without id/image, image). Its question
-  type is question_types[index % len(question_types)]."""
+  type is question_types[index % len(question_types)].
+
+  turns > 1 adds up to turns - 1 more question-answer turns about the same image (as LLaVA's
+  instruction data has), of the types that follow in turn; a type the scene can't support is left
+  out. The image, the first turn and the record's question_type / answer / pope fields are those
+  of the one-turn sample; `extra_turns` lists [question_type, answer] of the others."""
   rng = np.random.default_rng([seed, split_index, index])
   qtype = question_types[index % len(question_types)]
   yes = (index // len(question_types)) % 2 == 0
@@ -181,21 +186,34 @@ def make_sample(seed: int, split_index: int, index: int, image_size: int = 64, m
   background = "noisy" if rng.integers(2) else "plain"
   image = render(objects, background, image_size, rng)
   user = f"<image>\n{question}" if rng.integers(2) else f"{question}\n<image>"
+  reply = lambda a: a[0].upper() + a[1:] + "."
+  conversations = [{"from": "human", "value": user}, {"from": "gpt", "value": reply(answer)}]
+  extra_turns = []
+  for k in range(1, turns):
+    more_type = question_types[(index + k) % len(question_types)]
+    more = _question(more_type, objects, rng, bool(rng.integers(2)), image_size)
+    if more:
+      conversations += [{"from": "human", "value": more[0]}, {"from": "gpt", "value": reply(more[1])}]
+      extra_turns.append([more_type, more[1]])
   record = {
-      "conversations": [{"from": "human", "value": user},
-                        {"from": "gpt", "value": answer[0].upper() + answer[1:] + "."}],
+      "conversations": conversations,
       "question_type": qtype, "answer": answer, "pope": pope, "background": background,
       "objects": [{"color": o.color, "shape": o.shape, "x": round(o.x / image_size, 4),
                    "y": round(o.y / image_size, 4), "size": round(o.size / image_size, 4)} for o in objects],
   }
+  if turns > 1:
+    record["extra_turns"] = extra_turns
   return record, image
 
 
 def generate_shapes_dataset(out_dir: str, seed: int = 0, splits: dict[str, int] | None = None,
                             image_size: int = 64, max_objects: int = 4,
-                            question_types: Sequence[str] = QUESTION_TYPES) -> dict[str, Any]:
+                            question_types: Sequence[str] = QUESTION_TYPES,
+                            turns: dict[str, int] | None = None) -> dict[str, Any]:
   """Writes the dataset (see the module docstring) and returns its metadata. `question_types`:
-  a subset of QUESTION_TYPES, taken in turn (e.g. without "caption" for a pure VQA set)."""
+  a subset of QUESTION_TYPES, taken in turn (e.g. without "caption" for a pure VQA set).
+  `turns`: question-answer turns per sample of a split (default 1; see make_sample)."""
+  turns = dict(turns or {})
   question_types = tuple(question_types)
   unknown = sorted(set(question_types) - set(QUESTION_TYPES))
   if unknown or not question_types:
@@ -203,12 +221,13 @@ def generate_shapes_dataset(out_dir: str, seed: int = 0, splits: dict[str, int] 
   splits = dict(DEFAULT_SPLITS if splits is None else splits)
   meta: dict[str, Any] = {"seed": seed, "image_size": image_size, "max_objects": max_objects,
                           "colors": list(COLORS), "shapes": list(SHAPES),
-                          "question_types": list(question_types), "splits": {}}
+                          "question_types": list(question_types), "turns": turns, "splits": {}}
   for split_index, (split, n) in enumerate(splits.items()):
     os.makedirs(os.path.join(out_dir, "images", split), exist_ok=True)
     records = []
     for i in range(n):
-      record, image = make_sample(seed, split_index, i, image_size, max_objects, question_types)
+      record, image = make_sample(seed, split_index, i, image_size, max_objects, question_types,
+                                  int(turns.get(split, 1)))
       rel = f"images/{split}/{i:06d}.png"
       image.save(os.path.join(out_dir, rel), format="PNG")
       records.append({"id": f"{split}_{i:06d}", "image": rel, **record})

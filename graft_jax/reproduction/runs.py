@@ -41,7 +41,8 @@ def stage_config(job, stage: str, run_dir: str, *, steps: int, lr: float, seed: 
   cfg.init_from = init_from
   if trainable is not None:
     cfg.trainable = trainable
-  cfg.train.update({"steps": int(steps), "batch_size": job.batch_size, "lr": float(lr), "seed": seed})
+  cfg.train.update({"steps": int(steps), "batch_size": job.batch_size, "lr": float(lr), "seed": seed,
+                    "encoder_lr_mult": float(job.encoder_lr_mult)})
   cfg.checkpoint.update({"save_every": max(int(steps), 1), "keep_last": 1})
   return cfg
 

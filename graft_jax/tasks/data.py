@@ -21,7 +21,8 @@ def run(config) -> dict:
   shapes_splits = {split: int(n) for split, n in config.shapes_splits}
   text_splits = {split: int(n) for split, n in config.text_splits}
   generate_shapes_dataset(shapes_dir, config.seed, shapes_splits, config.image_size,
-                          question_types=tuple(config.question_types))
+                          question_types=tuple(config.question_types),
+                          turns={"train": int(config.get("train_turns", 1))})
   generate_text_dataset(text_dir, config.seed, text_splits)
   tokenizer = load_tokenizer(config.tokenizer or None)
   files = {("shapes", s): os.path.join(shapes_dir, f"{s}.json") for s in shapes_splits}

@@ -38,7 +38,8 @@ from graft_jax.train.checkpoint import RunCheckpointer, load_encoder_package
 from graft_jax.train.data_setup import ensure_default_datasets
 from graft_jax.train.loop import train
 from graft_jax.translator_fit import run_translator_fit, text_pairs
-from graft_jax.train.model_setup import init_encoder_side, load_previous_stage, vit_from_config
+from graft_jax.train.model_setup import load_previous_stage, starting_encoder, vit_from_config
+from graft_jax.vision_pretrain.train import run_vision_pretrain
 from graft_jax.train.partition import merge, split
 
 ENCODER_CONDITIONS = ("surrogate", "target", "truncation", "untrained")
@@ -75,6 +76,23 @@ def stage0(config, target: dict, truncation: dict, llm_config, tokenizer, plan: 
                             steps=config.steps.translator, lr=config.lr.translator)
 
 
+def prepare_encoder(config) -> dict | None:
+  """Pretrains the encoder on labelled scenes (graft_jax/vision_pretrain) into encoder_pretrain.dir,
+  or reuses it there, and points vit.source at it, so every stage starts from it. Nothing when
+  vit.source is already set (the user's own encoder) or encoder_pretrain.steps is 0 (from scratch).
+  -> the pretraining summary, or None."""
+  p = config.encoder_pretrain
+  if config.vit.source or not p.steps:
+    return None
+  summary = run_vision_pretrain(p.dir, vit_from_config(config.vit), steps=p.steps, batch_size=p.batch_size,
+                                lr=p.lr, seed=p.seed, scenes=p.scenes)
+  config.vit.source = p.dir
+  shown = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in summary["eval"].items())
+  print(f"Encoder pretrained on {p.scenes} labelled scenes ({p.steps} steps, {summary['seconds']:.0f} s): "
+        f"held-out accuracy {shown}")
+  return summary
+
+
 def cached(path: str, compute: Callable[[], Any]) -> Any:
   """compute()'s JSON-able result, stored at `path` and read back on reruns."""
   if os.path.exists(path):
@@ -108,9 +126,13 @@ def run(config) -> dict:
   setup = (f"Plan: {plan.describe()} ({sur_cost.layers} of {full_cost.layers} layers, "
            f"{sur_cost.params / 1e6:.1f}M of {full_cost.params / 1e6:.1f}M parameters, {saved:.1%} fewer decoder "
            f"FLOPs per token). Seeds {tuple(config.seeds)}; stage 0 {config.steps.translator} steps, stage 1 "
-           f"{config.steps.pretrain}, stage 2 {config.steps.encoder} steps of {config.batch_size} samples.")
+           f"{config.steps.pretrain}, stage 2 {config.steps.encoder} steps of {config.batch_size} samples; encoder "
+           + (f"from {config.vit.source}" if config.vit.source else
+              f"pretrained on labelled scenes ({config.encoder_pretrain.steps} steps)" if config.encoder_pretrain.steps
+              else "from scratch") + ".")
   print(setup)
   ensure_default_datasets(config.data)
+  encoder_pretrain = prepare_encoder(config)
   eval_file = os.path.join(config.data.out_dir, "shapes", "test.json")
   samples, _ = read_llava_json(eval_file, image_check="exists")
   samples = samples[:config.eval.limit] if config.eval.limit else samples
@@ -129,7 +151,7 @@ def run(config) -> dict:
 
   results: dict[str, Any] = {"setup": setup, "plan": plan.to_dict(), "flops_saved_per_token": saved,
                              "target_params": full_cost.params, "surrogate_params": sur_cost.params,
-                             "config": config.to_dict()}
+                             "encoder_pretrain": encoder_pretrain, "config": config.to_dict()}
   fidelity = {"untrained": cached(os.path.join(score_dir, "kl_untrained.json"),
                                   lambda: text_kl(config, target, truncation, plan, llm_config, tokenizer))}
   stage0_run = stage0(config, target, truncation, llm_config, tokenizer, plan)
@@ -171,7 +193,7 @@ def run(config) -> dict:
       rows["d_truncation_grafted"] = score(tag("d"), lambda: package_of(d_d), target, None)
       rows["d2_truncation_on_truncation"] = score(tag("d2"), lambda: package_of(d_d), truncation, plan.segments)
     if "untrained" in config.conditions:
-      fresh = lambda: init_encoder_side(VLM(vit, llm_config, None, config.vit.projector_depth), seed)
+      fresh = lambda: starting_encoder(VLM(vit, llm_config, None, config.vit.projector_depth), config.vit, seed)
       rows["e_untrained_grafted"] = score(tag("e"), fresh, target, None)
     rows["prior_no_image"] = prior
     per_seed[str(seed)] = {k: v["scores"] for k, v in rows.items()}
@@ -244,7 +266,7 @@ def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict, 
     start_llm = target
     points = [(0, before, score(f"f_{name}_0", lambda d=start_dir: package_of(d), start_llm, None))]
     ckpt = RunCheckpointer(os.path.join(run_dir, "checkpoints"), keep_last=1000, save_every=0)
-    base = {**init_encoder_side(VLM(scorer.vit, llm_config, None, config.vit.projector_depth), cfg.vit.seed),
+    base = {**starting_encoder(VLM(scorer.vit, llm_config, None, config.vit.projector_depth), cfg.vit, cfg.vit.seed),
             "llm": target}
     for step in ckpt.all_steps():
       trained, meta = ckpt.restore_trainable(step)

@@ -1,6 +1,7 @@
 """The training data of a stage: the default datasets (generated once if missing) through grain."""
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -15,7 +16,9 @@ DATASETS = {"image": "graft_shapes", "text": "graft_text"}
 
 
 def ensure_default_datasets(data_cfg) -> None:
-  """Generates the synthetic datasets into data_cfg's directories unless they are there."""
+  """Generates the synthetic datasets into data_cfg's directories unless they are there; a shapes
+  dataset there that was generated with other settings is refused (its files would be reused)."""
+  check_shapes_metadata(data_cfg)
   missing = [name for name in DATASETS.values() if not os.path.isdir(dataset_dir(name, data_cfg.data_dir))]
   if not missing:
     return
@@ -25,6 +28,25 @@ def ensure_default_datasets(data_cfg) -> None:
   cfg.update({"image_len": 67, "tokenizer": "", "template": "chatml", "mode": "markers",
               "max_len": 512, "build_tfds": True})
   data_task.run(cfg)
+
+
+def check_shapes_metadata(data_cfg) -> None:
+  """ValueError if out_dir/shapes/metadata.json records other generation settings than data_cfg."""
+  path = os.path.join(data_cfg.out_dir, "shapes", "metadata.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    meta = json.load(f)
+  wanted = {"seed": int(data_cfg.seed), "image_size": int(data_cfg.image_size),
+            "question_types": list(data_cfg.question_types),
+            "turns": {"train": int(data_cfg.get("train_turns", 1))}}
+  found = {k: meta.get(k) for k in wanted}
+  if found.get("turns") is None:  # written before turns existed: one turn per sample
+    found["turns"] = {"train": 1}
+  diffs = {k: (found[k], v) for k, v in wanted.items() if found[k] != v}
+  if diffs:
+    raise ValueError(f"{os.path.dirname(path)} was generated with other settings (stored, asked): {diffs}; "
+                     "point data.out_dir and data.data_dir at new directories, or delete these")
 
 
 def make_train_iterator(config, stage: Stage, tokenizer, image_len: int, split: str = "train"):

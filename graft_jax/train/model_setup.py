@@ -62,6 +62,15 @@ def init_encoder_side(model: VLM, seed: int) -> dict:
   return nn.meta.unbox({"img": img, "proj": proj})
 
 
+def starting_encoder(model: VLM, vit_cfg, seed: int) -> dict:
+  """{"img", "proj"} a stage starts from: the pretrained encoder of `vit_cfg.source` (a transformers
+  CLIP directory) when set, else a random one; the adapter is random either way."""
+  encoder = init_encoder_side(model, seed)
+  if vit_cfg.get("source"):
+    encoder["img"] = pretrained_encoder(vit_cfg.source, model.vit)
+  return encoder
+
+
 def load_previous_stage(params: dict, plan: SurrogatePlan | None, run_dir: str) -> dict:
   """`params` with the trainable weights of the stage run in `run_dir` written over them."""
   ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -104,9 +113,7 @@ def build_stage_model(config, stage: Stage) -> StageModel:
   model = VLM(vit_from_config(config.vit), llm_config, plan.segments if plan else None,
               config.vit.projector_depth)
   llm = make_surrogate(target, plan) if plan else target
-  params = {"llm": llm} if stage.decoder_only else {**init_encoder_side(model, config.vit.seed), "llm": llm}
-  if not stage.decoder_only and config.vit.get("source"):  # a pretrained encoder (configs/paper)
-    params["img"] = pretrained_encoder(config.vit.source, model.vit)
+  params = {"llm": llm} if stage.decoder_only else {**starting_encoder(model, config.vit, config.vit.seed), "llm": llm}
   if config.init_from:
     params = load_previous_stage(params, plan, config.init_from)
   if lora.enabled:
