@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any, Callable, Mapping, NamedTuple
 
+import jax
 import numpy as np
 from flax import traverse_util
 
@@ -156,7 +157,7 @@ def save_hf_vision(params: Mapping[str, Any], config: VitConfig, model_dir: str)
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   if config.variant != "clip":
     raise ValueError(f"Only clip-variant encoders are exported; this one is {config.variant!r}")
-  flat = traverse_util.flatten_dict(jax_to_numpy(params), sep="/")
+  flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, dict(params)), sep="/")
   tensors = {}
   for pattern, path, hook in TABLE:
     if path not in flat:
@@ -176,13 +177,6 @@ def save_hf_vision(params: Mapping[str, Any], config: VitConfig, model_dir: str)
   save_file({k: v.astype(np.float32) for k, v in tensors.items()}, os.path.join(model_dir, "model.safetensors"))
   with open(os.path.join(model_dir, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=1)
-
-
-def jax_to_numpy(tree: Any) -> Any:
-  """A params tree with every leaf as a host numpy array."""
-  if isinstance(tree, Mapping):
-    return {k: jax_to_numpy(v) for k, v in tree.items()}
-  return np.asarray(tree)
 
 
 def _check_layer_count(state_dict: Mapping[str, Any], prefix: str, depth: int) -> None:
