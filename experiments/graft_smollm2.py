@@ -3,7 +3,7 @@
   python experiments/graft_smollm2.py [--config.ranges="((26, 28),)"] [--config.run_dir=...]
 
 Seeds 0, 1, 2 for conditions (a)-(e) and transfer (f) from seed 0; writes
-experiments/results/graft_smollm2/{results.json,results.md,transfer.png,examples.png}. Any
+experiments/results/reproduction/{results.json,results.md,transfer.png,examples.png}. Any
 --config.key=value override of configs/surrogate.py applies; the run resumes where it stopped.
 """
 import os

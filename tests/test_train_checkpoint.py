@@ -120,6 +120,42 @@ def test_stage_mismatch(tmp_path):
   assert "plan" not in msg
 
 
+def _recipe_config(**changes) -> ConfigDict:
+  cfg = {"vit": {"source": "runs/vision_encoder"}, "data": {"question_types": ["color", "shape"], "train_turns": 1},
+         "train": {"lr": 1e-3, "batch_size": 16, "encoder_lr_mult": 0.1, "steps": 240}}
+  for path, value in changes.items():
+    section, key = path.split(".")
+    cfg[section][key] = value
+  return ConfigDict(cfg)
+
+
+def test_a_run_made_with_another_recipe_is_refused(tmp_path):
+  with ck.RunCheckpointer(str(tmp_path), keep_last=2, save_every=1) as ckpt:
+    ckpt.save(1, _state(1), {"epoch": 1, "position": 4}, ck.run_metadata(_recipe_config(), PLAN, "stage1", SPEC))
+    ckpt.wait()
+    def restore_with(**changes):
+      return ckpt.restore(jax.eval_shape(_state), ck.run_metadata(_recipe_config(**changes), PLAN, "stage1", SPEC))
+    with pytest.raises(ck.CheckpointMismatchError) as e:
+      restore_with(**{"vit.source": "", "train.encoder_lr_mult": 1.0})
+    assert "vit.source differs: checkpoint 'runs/vision_encoder', this run ''" in str(e.value)
+    assert "train.encoder_lr_mult differs: checkpoint 0.1, this run 1.0" in str(e.value)
+    with pytest.raises(ck.CheckpointMismatchError, match="data.question_types differs"):
+      restore_with(**{"data.question_types": ["color"]})
+    # steps, logging and checkpoint cadence may change on a resume
+    _, _, meta = restore_with(**{"train.steps": 480})
+    assert meta["step"] == 1
+
+
+def test_a_run_from_before_a_recipe_field_existed_reads_as_its_default():
+  old = {"vit": {}, "train": {"lr": 1e-3, "batch_size": 16}, "data": {"question_types": ["color"]}}
+  new = _recipe_config(**{"vit.source": "", "train.encoder_lr_mult": 1.0,
+                          "data.question_types": ["color"]}).to_dict()
+  assert ck.recipe_differences(old, new) == []
+  assert ck.recipe_differences(old, _recipe_config(**{"data.question_types": ["color"]}).to_dict()) == [
+      "vit.source differs: checkpoint '', this run 'runs/vision_encoder'",
+      "train.encoder_lr_mult differs: checkpoint 1.0, this run 0.1"]
+
+
 def test_missing_unexpected_and_misshaped_paths_are_each_named(tmp_path):
   def changed():
     s = _state(width=6)

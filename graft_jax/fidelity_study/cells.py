@@ -18,10 +18,10 @@ import ml_collections
 
 STUDY_SIZE = {  # the study's base recipe on SmolLM2 (configs/surrogate.py:full with these changes)
     "seeds": (0, 1, 2),
-    "steps": {"translator": 600, "pretrain": 0, "encoder": 60, "adapter": 0, "transfer": 0},
+    "steps": {"translator": 600, "pretrain": 0, "encoder": 100, "adapter": 0, "transfer": 0},
     "translator_objective": "hidden",  # stage 0 fitted to the target's hidden states
     "translator_kl_weight": 0.0,
-    "eval_limit": 125,            # the first 125 test questions: 25 per question type
+    "eval_limit": 125,            # the first 125 test questions: 62-63 per question type (colour, shape)
 }
 RANGE_STARTS = (13, 16, 19, 22, 26, 28)  # from well before the trajectory's transition to L-2 (nothing dropped)
 # The training levers are compared at a=19: the only start of the sweep whose surrogate saves the

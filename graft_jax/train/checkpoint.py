@@ -208,10 +208,37 @@ class RunCheckpointer:
     self.close()
 
 
-def metadata_differences(stored: Mapping, expected: Mapping) -> list[str]:
-  """Plan, stage and trainable-spec differences between a checkpoint and the run resuming it.
-  The config is stored for the record but not compared: a resumed run may change e.g. logging."""
+# Settings that change what a run learns (config path, value when the stored config predates it):
+# a finished or half-done run made with other values must not be resumed or reused as if it were
+# this one. The rest of the config (logging, checkpoint cadence, steps) may change on a resume.
+RECIPE_FIELDS = ((("vit", "source"), ""), (("train", "encoder_lr_mult"), 1.0), (("train", "lr"), None),
+                 (("train", "batch_size"), None), (("data", "question_types"), None),
+                 (("data", "train_turns"), 1))
+
+
+def _config_field(config: Mapping | None, path: tuple[str, ...], default: Any) -> Any:
+  node = config or {}
+  for key in path:
+    if not isinstance(node, Mapping) or key not in node:
+      return default
+    node = node[key]
+  return _jsonable(node)
+
+
+def recipe_differences(stored: Mapping | None, expected: Mapping | None) -> list[str]:
+  """The RECIPE_FIELDS on which two run configs (nested dicts) differ, one message each."""
   out = []
+  for path, default in RECIPE_FIELDS:
+    a, b = _config_field(stored, path, default), _config_field(expected, path, default)
+    if a != b:
+      out.append(f"{'.'.join(path)} differs: checkpoint {a!r}, this run {b!r}")
+  return out
+
+
+def metadata_differences(stored: Mapping, expected: Mapping) -> list[str]:
+  """Plan, stage, trainable-spec and recipe (RECIPE_FIELDS) differences between a checkpoint and
+  the run resuming it. The rest of the config is stored for the record but not compared."""
+  out = recipe_differences(stored.get("config"), expected.get("config"))
   if not _same_plan(stored.get("plan"), expected.get("plan")):
     out.append(f"surrogate plan differs: checkpoint has {describe_plan(stored.get('plan'))}, "
                f"this run has {describe_plan(expected.get('plan'))}")
