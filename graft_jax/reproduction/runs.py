@@ -17,8 +17,8 @@ import ml_collections
 
 from graft_jax.config_lib import train_config
 
-# From-scratch encoder: every encoder weight trains (the paper's "last 8 of 24 CLIP layers" is for
-# a pretrained CLIP).
+# Every encoder weight trains, the ViT at `encoder_lr_mult` x the adapter's lr (the paper's "last 8
+# of 24 CLIP layers" is for a 24-layer CLIP; ours has 4).
 ENCODER_RULES = ("proj/.*", "img/.*")
 DECODER_RULES = ("llm/.*",) + ENCODER_RULES
 CONDITION_DIRS = {"surrogate": "encoder_surrogate", "target": "encoder_target",
@@ -82,7 +82,7 @@ def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps:
 
 def adapter_config(job) -> ml_collections.ConfigDict:
   """(f) the usual route's first stage: the adapter (and start/end of image) alone on the full
-  target, the encoder frozen at its initialisation (no pretrained encoder exists offline)."""
+  target, the encoder frozen where it starts (the pretrained encoder of `vit.source`, if set)."""
   return stage_config(job, "finetune_encoder", os.path.join(job.run_dir, "transfer", "adapter"),
                       steps=job.steps.adapter, lr=job.lr.encoder, seed=job.seeds[0], on_surrogate=False,
                       trainable=("proj/.*",))
