@@ -17,7 +17,7 @@ def get_config(arg=None):
       "surrogate_from": "runs/surrogate/translator",
       "decoders": ("surrogate", "target"),
       "decoder": "target",        # set per entry of `decoders`
-      "eval_file": "data_cache/vqa/shapes/test.json",
+      "eval_file": "data_cache/vqa_cs/shapes/test.json",  # the main job's test split
       "limit": 0,                 # 0: every sample
       "batch_size": 16,
       "max_new_tokens": 16,
