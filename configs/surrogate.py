@@ -4,8 +4,8 @@ the surrogate, on the full target and on the plain truncation, each scored on he
 the surrogate-trained encoder also grafted zero-shot onto the full target; the table is printed
 and written to out_dir. Resumable: a rerun continues where it stopped.
 
-  python -m graft_jax.main --config=configs/surrogate.py          # quick: 1 seed, no (d) (~20 min on 2 cores, estimated, not timed)
-  python -m graft_jax.main --config=configs/surrogate.py:full     # 3 seeds + transfer (f), ~1.2 h on 2 free cores (estimated from step times)
+  python -m graft_jax.main --config=configs/surrogate.py          # quick: 1 seed, (a)-(c); 19.2 min on 2 cores with the encoder pretraining
+  python -m graft_jax.main --config=configs/surrogate.py:full     # 3 seeds, (a)-(e) + transfer (f); ~1.5 h on 2 cores
 
 Both first pretrain the encoder on labelled scenes (`encoder_pretrain`, ~8 min, once: the
 encoder in runs/vision_encoder is reused by every later job with the same settings).

@@ -68,6 +68,22 @@ def test_every_stage_trains_and_chains(tiny, tmp_path):
   assert meta["target"]["hidden_size"] == 32
 
 
+  # The decoder alone from a stage-1 run (translator + adapter + encoder post-LN trained), as the
+  # main job builds each seed's surrogate after stage 1: only the translator changes.
+  from graft_jax.convert.load import load_model  # pylint: disable=g-import-not-at-top
+  from graft_jax.surrogate import SurrogatePlan, make_surrogate  # pylint: disable=g-import-not-at-top
+  from graft_jax.train.model_setup import load_previous_stage  # pylint: disable=g-import-not-at-top
+  target, llm_config = load_model(tiny[0])
+  plan = SurrogatePlan.create(llm_config.num_layers, [(1, 2)])
+  truncation = make_surrogate(target, plan)
+  surrogate = load_previous_stage({"llm": truncation}, plan, str(tmp_path / "pretrain"))
+  assert set(surrogate) == {"llm"}
+  changed = [not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(surrogate["llm"]["segments"]["translator_0"]), jax.tree.leaves(truncation["segments"]["translator_0"]))]
+  assert any(changed)
+  jax.tree.map(np.testing.assert_array_equal, surrogate["llm"]["segments"]["blocks_0"], truncation["segments"]["blocks_0"])
+
+
 def test_init_from_a_missing_stage_fails_before_training(tiny, tmp_path):
   config = tiny_config("pretrain", tiny, tmp_path / "pretrain")
   config.init_from = str(tmp_path / "nowhere")

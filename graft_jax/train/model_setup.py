@@ -72,7 +72,9 @@ def starting_encoder(model: VLM, vit_cfg, seed: int) -> dict:
 
 
 def load_previous_stage(params: dict, plan: SurrogatePlan | None, run_dir: str) -> dict:
-  """`params` with the trainable weights of the stage run in `run_dir` written over them."""
+  """`params` with the trainable weights of the stage run in `run_dir` written over them. Only
+  the top-level subtrees `params` has are read: {"llm": ...} takes a stage-1 run's translator
+  without its adapter and encoder."""
   ckpt_dir = os.path.join(run_dir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(f"init_from={run_dir!r}: no checkpoints/ there; run that stage first")
@@ -90,6 +92,8 @@ def load_previous_stage(params: dict, plan: SurrogatePlan | None, run_dir: str) 
     spec = [r for r in meta["trainable_spec"] if not r.startswith("llm/")]
   else:
     spec = meta["trainable_spec"]
+  trained = {k: v for k, v in trained.items() if k in params}
+  spec = [r for r in spec if r.split("/", 1)[0] in params]
   if not trained:
     return params
   _, frozen = split(params, spec)
