@@ -95,3 +95,32 @@ def test_gpu_check_records_a_stage_that_outlives_its_timeout(tmp_path):
   saved = json.loads(out.read_text())
   assert saved["stages"]["stage3_full"]["error"] == "timed out after 2 s"
   assert not saved["complete"] and "elapsed_s" in saved
+
+
+def test_step_options_bench_runs_every_comparison_and_the_variants_agree(tmp_path):
+  from graft_jax.bench.step_options import COMPARISONS, option_table, run_option_bench
+  hf = tiny_hf_llama(tied=True, layers=4)
+  hf.save_pretrained(tmp_path / "llama")
+  target, config = load_model(str(tmp_path / "llama"))
+  results = run_option_bench(config, target, VIT, BatchShape(batch=2, text_len=12, supervised=4, image_pos=3),
+                             plan=SurrogatePlan.create(4, [(1, 2)]), warmup=0, steps=1, loop_steps=2,
+                             log=lambda _: None)
+  records = results["comparisons"]
+  assert set(records) == set(COMPARISONS)
+  for name, record in records.items():
+    variants = list(record["variants"].values())
+    now = variants[0]
+    assert now["time_vs_now"] == pytest.approx(1.0)
+    for v in variants:
+      assert v["step_s"] > 0 and v["compile_s"] > 0 and v["xla_memory_bytes"]["total"] > 0
+      if name != "frozen_dtype":  # every other choice changes speed or memory, never the loss
+        assert v["first_loss"] == pytest.approx(now["first_loss"], rel=1e-5), (name, v)
+  head = list(records["head_logits"]["variants"].values())
+  assert head[1]["xla_memory_bytes"]["temp"] > head[0]["xla_memory_bytes"]["temp"]  # [B, T, V] logits
+  donation = list(records["donation"]["variants"].values())
+  assert donation[0]["xla_memory_bytes"]["alias"] > 0 and donation[1]["xla_memory_bytes"]["alias"] == 0
+  dtype = list(records["frozen_dtype"]["variants"].values())
+  assert dtype[1]["xla_memory_bytes"]["argument"] < dtype[0]["xla_memory_bytes"]["argument"]  # bf16 storage
+  assert dtype[2]["first_loss"] == pytest.approx(dtype[0]["first_loss"], rel=0.05)  # bf16 compute: close
+  assert "remat full" in option_table(results)
+  json.dumps(results)

@@ -241,3 +241,15 @@ def test_buckets_and_concat_source():
     concat[3]
   with pytest.raises(ValueError, match="cannot collate"):
     batching.collate([], 2, (8,), 4)
+
+
+def test_step_shapes_per_epoch_with_and_without_buckets(built, smol):
+  from graft_jax.bench.bucket_count import exact_buckets, step_shapes
+  _, data_dir = built
+  kw = dict(template="chatml", mode="markers", max_len=160, batch_size=4, image_size=IMAGE_SIZE, image_len=6)
+  bucketed = step_shapes(sources(data_dir), smol, buckets=(32, 64, 96, 160), **kw)
+  exact = step_shapes(sources(data_dir), smol, buckets=exact_buckets(160), **kw)
+  assert sum(bucketed.values()) == sum(exact.values()) == (N_SHAPES + N_TEXT) // 4
+  assert {t for t, _ in bucketed} <= {32, 64, 96, 160}
+  assert len(exact) > len(bucketed)  # each batch's own longest row: more shapes to compile
+  assert all(c % 16 == 0 and c < t for t, c in bucketed)

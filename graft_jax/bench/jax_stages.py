@@ -83,11 +83,11 @@ def _count(tree) -> int:
 
 def prepare_stage(stage: BenchStage, model: VLM, params: dict, batch: dict,
                   optimizer: optax.GradientTransformation, *, frozen_dtype=None, device=None,
-                  pad_id: int = 0) -> PreparedStage:
+                  pad_id: int = 0, donate_state: bool = True) -> PreparedStage:
   """Splits `params` ({"llm"} for text-only stages, else {"img", "proj", "llm"}; the decoder in
   `model.segments`' layout) by the stage's rules, places everything on one device, and makes the
   library's train step. frozen_dtype: cast the frozen floating params (e.g. jnp.bfloat16);
-  trainable ones stay in their dtype (fp32 master copies)."""
+  trainable ones stay in their dtype (fp32 master copies). donate_state: as in make_train_step."""
   device = device or jax.devices()[0]
   mesh = sharding.make_mesh(sharding.DEFAULT_MESH, [device])
   spec = stage.trainable
@@ -99,7 +99,8 @@ def prepare_stage(stage: BenchStage, model: VLM, params: dict, batch: dict,
   state = layout.create_state(jax.device_put(trainable, layout.state.trainable), optimizer)
   frozen = jax.device_put(frozen, layout.frozen)
   del trainable
-  step = make_train_step(model, layout, optimizer, decoder_only=stage.decoder_only, pad_id=pad_id)
+  step = make_train_step(model, layout, optimizer, decoder_only=stage.decoder_only, pad_id=pad_id,
+                         donate_state=donate_state)
   placed = {k: jax.device_put(v, layout.batch) for k, v in batch.items() if k != "has_image"}
   placed["has_image"] = np.asarray(batch["has_image"])  # host copy: the step checks it
   image_len = 0 if stage.decoder_only else model.image_len

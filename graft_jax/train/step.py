@@ -85,7 +85,8 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
                     options: LossOptions = LossOptions(), num_microbatches: int = 1, *,
                     decoder_only: bool = False, pad_id: int = 0,
                     schedule: optax.Schedule | None = None, teacher: VLM | None = None,
-                    params_transform: Callable[[dict], dict] | None = None) -> Callable:
+                    params_transform: Callable[[dict], dict] | None = None,
+                    donate_state: bool = True) -> Callable:
   """The jitted step `(state, frozen, batch[, teacher_params]) -> (state, metrics)`.
 
   model: the VLM whose params are merge(state.trainable, frozen) (the surrogate when training
@@ -96,6 +97,8 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
   params_transform: params -> params applied right after merge(trainable, frozen), inside the
     differentiated objective (e.g. train/lora.py's apply_lora: adapters folded into the kernels);
     the student and the teacher see its output. None: the identity.
+  donate_state: donate the state's buffers to the step (the update is written in place); False
+    only to measure what donation saves (experiments/bench_step_options.py).
   metrics (replicated float32 scalars): loss, ce, [kl], tokens/{supervised,image,text}, grad_norm
   (before clipping), [lr].
   """
@@ -161,7 +164,8 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     if cap not in compiled_by_cap:
       compiled_by_cap[cap] = jax.jit(
           functools.partial(step, cap=cap), in_shardings=(layout.state, layout.frozen, layout.batch, teacher_sh),
-          out_shardings=(layout.state, layout.replicated), donate_argnums=(0,))
+          out_shardings=(layout.state, layout.replicated),
+          donate_argnums=(0,) if donate_state else ())
     return compiled_by_cap[cap]
 
   rows = k * sharding.batch_size_multiple(mesh)
