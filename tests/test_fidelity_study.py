@@ -130,6 +130,23 @@ def test_report_from_a_fake_cells_json(tmp_path):
     assert os.path.getsize(tmp_path / "results" / name) > 0
 
 
+def test_a_pilot_on_fewer_seeds_writes_its_own_table(tmp_path, capsys):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "fidelity_study.py")
+  spec = importlib.util.spec_from_file_location("fidelity_study_script", path)
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  script.main(["--seeds", "0", "--list", "--root", str(tmp_path / "runs")])
+  assert "seeds run (0,)" in capsys.readouterr().out
+  results = tmp_path / "results"
+  base = _study_base()
+  base.seeds = (0,)
+  report.save_cell(str(results / "pilot_seeds0" / "cells.json"),
+                   _fake_record(cells_lib.default_cells()[2], base, str(tmp_path / "runs"), 0.3, 0.5, 1.0))
+  script.main(["--seeds", "0", "--report", "--results", str(results)])
+  assert (results / "pilot_seeds0" / "table.md").exists() and not (results / "table.md").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
   """(model dir, VQA data config): a 4-layer decoder over SmolLM2's vocabulary, tiny datasets."""
