@@ -53,7 +53,9 @@ def get_config(arg=None):
   vit.patch_size = 16  # 4x4 patches + CLS + start/end of image = 19 embeddings per 64 px image
   return ml_collections.ConfigDict({
       "task": "surrogate",
-      "model": model_config(name),
+      # remat dots_no_batch: on this CPU it is faster than none (x0.93 stage 2 on the surrogate,
+      # x0.86 stage 3) and holds 35-38% less memory (README "Step choices, before and after")
+      "model": model_config(name, remat_policy="dots_no_batch"),
       "template": default_template(name),
       "ranges": ((19, 28),),
       "vit": vit,

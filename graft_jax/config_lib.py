@@ -6,16 +6,17 @@ import ml_collections
 from graft_jax.models.presets import preset
 
 
-def model_config(name: str = "smollm2-135m", source: str = "") -> ml_collections.ConfigDict:
+def model_config(name: str = "smollm2-135m", source: str = "", remat_policy: str = "none") -> ml_collections.ConfigDict:
   """The `model` block: a preset, where its weights are, and numerics.
 
   `source` is a .gguf file, an HF safetensors directory or a converted graft_jax directory;
-  empty means the embedded default, which only the smollm2-135m preset has.
+  empty means the embedded default, which only the smollm2-135m preset has. remat_policy: the
+  decoder blocks' ("none", "dots", "dots_no_batch" or "full"; models/llama.py).
   """
   preset(name)  # validates the name early
   return ml_collections.ConfigDict({
       "preset": name, "source": source, "param_dtype": "float32", "dtype": "float32",
-      "remat_policy": "none"})
+      "remat_policy": remat_policy})
 
 
 def default_template(preset_name: str) -> str:

@@ -57,6 +57,9 @@ def test_shared_runs_are_linked_once_per_setting(tmp_path):
   real = lambda *p: os.path.realpath(os.path.join(*p))
   assert real(root, "a19", "translator") == real(root, "a19_norm", "translator") == real(dirs["a19"]["translator"])
   assert real(root, "a26", "seed2", "encoder_target") == real(dirs["a22"]["target"], "seed2")
+  rematted = cells_lib.cell_job(base, cells["a19"], root)
+  rematted.model.remat_policy = "full"  # memory and speed only: the same shared runs
+  assert sharing.shared_dirs(rematted, root) == sharing.shared_dirs(jobs["a19"], root)
   # (c)'s score is handed to the next cell with the same target run.
   os.makedirs(os.path.join(root, "a22", "scores"))
   with open(os.path.join(root, "a22", "scores", "seed0_c.json"), "w") as f:

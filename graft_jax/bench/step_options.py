@@ -11,7 +11,7 @@ drifting load on shared cores hits them alike. The first variant of each is what
   head_logits   LM head + cross-entropy at the supervised positions only | at every position
   attention     jax.nn.dot_product_attention | hand-written einsum + softmax (GQA by repeat)
   frozen_dtype  fp32 | frozen weights stored in bf16, fp32 compute | bf16 compute
-  donation      the state donated to the step | not donated
+  donation      the state donated to the step | not donated (stage 2; donation_stage3: stage 3)
   remat_stage2  no rematerialisation | dots_no_batch | full (stage 2 on the surrogate)
   remat_stage3  the same, stage 3 (whole decoder trains) on the full target
   metrics_fetch a loop of `loop_steps` steps: metrics kept on the device and fetched at the end
@@ -81,6 +81,8 @@ COMPARISONS: dict[str, Comparison] = {c.name: c for c in (
                "frozen weights in bf16"),
     Comparison("donation", "stage2_surrogate", (NOW, Variant("state not donated", donate=False)),
                "donated state buffers"),
+    Comparison("donation_stage3", "stage3_full", (NOW, Variant("state not donated", donate=False)),
+               "donated state buffers, stage 3 (136.7M trainable)"),
     Comparison("remat_stage2", "stage2_surrogate",
                (NOW, Variant("remat dots_no_batch", llm=(("remat_policy", "dots_no_batch"),)),
                 Variant("remat full", llm=(("remat_policy", "full"),))), "rematerialisation policy, stage 2"),

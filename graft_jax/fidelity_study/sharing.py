@@ -25,15 +25,20 @@ def _key(settings: dict) -> str:
   return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _model_settings(job: ml_collections.ConfigDict) -> dict:
+  """The model block without its remat policy, which changes memory and speed, not results."""
+  return {k: v for k, v in job.model.to_dict().items() if k != "remat_policy"}
+
+
 def translator_settings(job: ml_collections.ConfigDict) -> dict:
-  return {"model": job.model.to_dict(), "template": job.template, "ranges": [list(r) for r in job.ranges],
+  return {"model": _model_settings(job), "template": job.template, "ranges": [list(r) for r in job.ranges],
           "data": job.data.to_dict(), "batch_size": job.batch_size, "steps": job.steps.translator,
           "lr": job.lr.translator, "kl_weight": job.translator_kl_weight,
           "objective": job.translator_objective, "fit": job.translator_fit.to_dict()}
 
 
 def target_settings(job: ml_collections.ConfigDict) -> dict:
-  return {"model": job.model.to_dict(), "template": job.template, "vit": job.vit.to_dict(),
+  return {"model": _model_settings(job), "template": job.template, "vit": job.vit.to_dict(),
           "data": job.data.to_dict(), "batch_size": job.batch_size, "steps": job.steps.encoder,
           "lr": job.lr.encoder, "eval": job.eval.to_dict()}  # eval: the shared (c) scores
 
