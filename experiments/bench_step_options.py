@@ -4,7 +4,7 @@
 
 Comparisons (graft_jax/bench/step_options.py): LM head at supervised positions vs everywhere;
 jax.nn.dot_product_attention vs einsum attention; fp32 vs frozen bf16 storage vs bf16 compute;
-donated vs copied state; rematerialisation none / dots_no_batch / full for stage 2 on the
+donated vs copied state (stage 2 and stage 3); rematerialisation none / dots_no_batch / full for stage 2 on the
 surrogate and stage 3; metrics fetched at the end vs after every step. Same synthetic batch as
 experiments/bench_train.py (batch 16, 30 text tokens + 67 image embeddings, 10 supervised per
 row, plan [19, 28]). With --data_dir, also the number of step shapes (= compilations) in an epoch
