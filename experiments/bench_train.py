@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--torch_threads", type=int, default=os.cpu_count())
   p.add_argument("--skip_reference", action="store_true")
   p.add_argument("--reference_full", action="store_true", help="also the reference on the full target")
+  p.add_argument("--remat", default="none", help="decoder remat policy: none, dots, dots_no_batch, full")
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--out", default="experiments/results/bench/cpu.json")
   return p.parse_args(argv)
@@ -57,7 +58,7 @@ def main(argv=None) -> dict:
   v = vit_config()
   vit = VitConfig(image_size=args.image_size, patch_size=args.patch_size, width=v.width, depth=v.depth,
                   heads=v.heads, mlp_dim=v.mlp_dim, variant=v.variant)
-  target, config = load_model()  # SmolLM2-135M-Instruct, fp32
+  target, config = load_model(remat_policy=args.remat)  # SmolLM2-135M-Instruct, fp32
   a, b = (int(x) for x in args.ranges.split(","))
   plan = SurrogatePlan.create(config.num_layers, [(a, b)])
   reference_llm = None
@@ -73,6 +74,7 @@ def main(argv=None) -> dict:
                             warmup=args.warmup, steps=args.steps,
                             peak_flops=args.peak_gflops * 1e9 or None, lr=args.lr, torch_threads=args.torch_threads)
   results["settings"]["model"] = "SmolLM2-135M-Instruct (GGUF, fp32)"
+  results["settings"]["remat_policy"] = args.remat
   m, s = results["machine"], results["settings"]
   print(f"\nSmolLM2-135M, {m['platform']} x{m['cpu_count']} cores (load average 1/5/15 min "
         f"{m['load_average_1_5_15']} at start, {m['load_average_at_end']} at end), "
