@@ -97,10 +97,11 @@ def test_gpu_check_records_a_stage_that_outlives_its_timeout(tmp_path):
   assert not saved["complete"] and "elapsed_s" in saved
 
 
-def test_step_options_bench_runs_every_kind_of_variant_and_the_variants_agree(tmp_path):
+def test_step_options_bench_variants_agree_and_show_their_costs(tmp_path):
   from graft_jax.bench.step_options import option_table, run_option_bench
-  # every kind of variant; the stage-3 comparisons build the same variants on another stage
-  tested = ("head_logits", "attention", "frozen_dtype", "donation", "remat_stage2", "metrics_fetch")
+  # the variant kinds that change the step's code path (CI time: frozen_dtype and remat only
+  # change a dtype or a LlamaConfig field, run by experiments/bench_step_options.py)
+  tested = ("head_logits", "attention", "donation", "metrics_fetch")
   hf = tiny_hf_llama(tied=True, layers=4)
   hf.save_pretrained(tmp_path / "llama")
   target, config = load_model(str(tmp_path / "llama"))
@@ -115,14 +116,10 @@ def test_step_options_bench_runs_every_kind_of_variant_and_the_variants_agree(tm
     assert now["time_vs_now"] == pytest.approx(1.0)
     for v in variants:
       assert v["step_s"] > 0 and v["compile_s"] > 0 and v["xla_memory_bytes"]["total"] > 0
-      if name != "frozen_dtype":  # every other choice changes speed or memory, never the loss
-        assert v["first_loss"] == pytest.approx(now["first_loss"], rel=1e-5), (name, v)
+      assert v["first_loss"] == pytest.approx(now["first_loss"], rel=1e-5), (name, v)  # speed, not loss
   head = list(records["head_logits"]["variants"].values())
   assert head[1]["xla_memory_bytes"]["temp"] > head[0]["xla_memory_bytes"]["temp"]  # [B, T, V] logits
   donation = list(records["donation"]["variants"].values())
   assert donation[0]["xla_memory_bytes"]["alias"] > 0 and donation[1]["xla_memory_bytes"]["alias"] == 0
-  dtype = list(records["frozen_dtype"]["variants"].values())
-  assert dtype[1]["xla_memory_bytes"]["argument"] < dtype[0]["xla_memory_bytes"]["argument"]  # bf16 storage
-  assert dtype[2]["first_loss"] == pytest.approx(dtype[0]["first_loss"], rel=0.05)  # bf16 compute: close
-  assert "remat full" in option_table(results)
+  assert "einsum + softmax attention" in option_table(results)
   json.dumps(results)
