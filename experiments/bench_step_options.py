@@ -16,10 +16,10 @@ and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from graft_jax.bench.batch import BatchShape
+from graft_jax.bench.report import write_json
 from graft_jax.bench.bucket_count import exact_buckets, step_shapes
 from graft_jax.bench.step_options import COMPARISONS, option_table, run_option_bench
 from graft_jax.bench.train_bench import machine_info
@@ -82,10 +82,7 @@ def main(argv=None) -> dict:
     for name, counts in results["buckets"]["shapes"].items():
       print(f"\nbuckets={name}: {counts['batches']} batches, {counts['distinct']} step shapes (compilations)")
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(results, f, indent=2)
-    print(f"\nwrote {args.out}")
+    write_json(args.out, results)
   return results
 
 

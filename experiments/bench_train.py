@@ -17,12 +17,11 @@ Writes --out (JSON) and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from graft_jax.assets import default_gguf_path
 from graft_jax.bench.batch import BatchShape
-from graft_jax.bench.report import goal_lines, stage_table
+from graft_jax.bench.report import goal_lines, stage_table, write_json
 from graft_jax.bench.train_bench import DEFAULT_STAGES, run_train_bench
 from graft_jax.config_lib import vit_config
 from graft_jax.convert.load import load_model
@@ -86,10 +85,7 @@ def main(argv=None) -> dict:
   for line in goal_lines(results["summary"]):
     print(line)
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(results, f, indent=2)
-    print(f"\nwrote {args.out}")
+    write_json(args.out, results)
   return results
 
 

@@ -1,6 +1,9 @@
 """Markdown tables and goal lines for the benchmarks' JSON results."""
 from __future__ import annotations
 
+import json
+import os
+
 GOAL_SPEEDUP = 1.3          # graft_jax stage-2 tokens/s over the PyTorch reference
 GOAL_RATIO_TOLERANCE = 0.10  # surrogate/full step-time ratio within 10% of the FLOPs ratio
 
@@ -61,3 +64,11 @@ def goal_lines(summary: dict) -> list[str]:
     lines.append(f"graft_jax / PyTorch reference, stage 2 on the full target: "
                  f"x{summary['stage2_full_speedup_vs_reference']:.2f} tokens/s")
   return lines
+
+
+def write_json(path: str, results: dict) -> None:
+  """Writes a benchmark's results to `path` (folders made as needed) and says so."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(results, f, indent=2)
+  print(f"\nwrote {path}")
