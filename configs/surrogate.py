@@ -80,6 +80,11 @@ def get_config(arg=None):
       "translator_objective": "hidden",
       "translator_fit": {"sequences": s["fit_sequences"]},
       "translator_kl_weight": 0.0,
+      # stage 1 (steps.pretrain > 0) anchored to the target: + pretrain_kl_weight x KL(target ||
+      # surrogate) at the supervised targets of the samples pretrain_kl_rows names ("text": the
+      # text-only chats, so image answers learn from CE alone; "all")
+      "pretrain_kl_weight": 0.0,
+      "pretrain_kl_rows": "text",
       # rounds > 0: stage 2 against the surrogate in rounds + 1 chunks, the translator refitted
       # between chunks on the target's hidden states for `images` training samples carrying the
       # current encoder's embeddings (+ `text` chats), `steps` fit steps at `lr`

@@ -93,6 +93,7 @@ def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.Conf
           "lr": defaults["lr"], "warmup_ratio": 0.03, "weight_decay": 0.0, "clip_norm": 1.0,
           "encoder_lr_mult": 1.0, "max_len": 512, "seed": 0,
           "kl_weight": 0.0,            # > 0: distil toward the full target's logits
+          "kl_rows": "all",            # "text": the KL in text-only samples alone (a stage-1 anchor)
           "dynamic_loss_weights": False,
       },
       "mesh": (("data", -1), ("fsdp", 1), ("tensor", 1)),

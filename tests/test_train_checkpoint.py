@@ -141,6 +141,8 @@ def test_a_run_made_with_another_recipe_is_refused(tmp_path):
     assert "train.encoder_lr_mult differs: checkpoint 0.1, this run 1.0" in str(e.value)
     with pytest.raises(ck.CheckpointMismatchError, match="data.question_types differs"):
       restore_with(**{"data.question_types": ["color"]})
+    with pytest.raises(ck.CheckpointMismatchError, match="train.kl_weight differs: checkpoint 0.0, this run 1.0"):
+      restore_with(**{"train.kl_weight": 1.0})  # e.g. stage 1 anchored by KL resuming a plain stage 1
     # steps, logging and checkpoint cadence may change on a resume
     _, _, meta = restore_with(**{"train.steps": 480})
     assert meta["step"] == 1

@@ -63,9 +63,10 @@ def test_text_only_step_without_the_vision_tower_equals_the_vlm_step():
     run_steps([make_batch(2)], spec=TEXT_SPEC, decoder_only=True)
 
 
-def test_kl_distillation_toward_the_full_target_with_the_current_encoder():
+@pytest.mark.parametrize("kl_rows", ["all", "text"])
+def test_kl_distillation_toward_the_full_target_with_the_current_encoder(kl_rows):
   batch = make_batch(3)
-  options = LossOptions(ce_weight=1.0, kl_weight=0.5)
+  options = LossOptions(ce_weight=1.0, kl_weight=0.5, kl_rows=kl_rows)
   (m,), _ = run_steps([batch], options=options, with_teacher=True)
   model, target_model, surrogate, target = setup()
   expanded = expand_batch(batch, model.image_len)
@@ -74,6 +75,9 @@ def test_kl_distillation_toward_the_full_target_with_the_current_encoder():
   teacher = target_model.apply({"params": {**surrogate, "llm": target["llm"]}}, *inputs)[0]
   _, ref = global_token_mean(student, expanded, options, teacher_logits=teacher)
   assert ref["kl"] > 1e-5  # near-uniform logits at init: small, but not zero
+  if kl_rows == "text":  # the same KL as over all rows with the image rows' KL left out
+    _, all_rows = global_token_mean(student, expanded, LossOptions(kl_weight=0.5), teacher_logits=teacher)
+    assert 0 < ref["kl"] < all_rows["kl"]
   for key in ("loss", "ce", "kl", "tokens/image"):
     np.testing.assert_allclose(m[key], ref[key], rtol=1e-5, atol=1e-7, err_msg=key)
 

@@ -10,7 +10,7 @@ from graft_jax.data import batching
 from graft_jax.data.templates import EncodedSample, expand_image_slot
 from graft_jax.train.batch import expand_batch, split_microbatches
 from graft_jax.train.loss import (LossOptions, batch_weights, dynamic_loss_weights, gather_positions,
-                                  global_token_mean, loss_sums, selected_loss_sums, supervised_positions,
+                                  global_token_mean, kl_weights, loss_sums, selected_loss_sums, supervised_positions,
                                   targets_and_mask, token_kl)
 from graft_jax.train.step import supervised_cap
 
@@ -68,6 +68,24 @@ def test_kl_to_the_teacher_at_supervised_positions():
   np.testing.assert_allclose(token_kl(logits, logits), 0.0, atol=1e-6)
   with pytest.raises(ValueError, match="teacher"):
     global_token_mean(logits, batch, options)
+
+
+def test_kl_on_text_rows_only_leaves_image_samples_to_cross_entropy():
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.normal(size=(2, 4, 5)), jnp.float32)
+  teacher = jnp.asarray(rng.normal(size=(2, 4, 5)), jnp.float32)
+  batch = _text_batch(rng.integers(0, 5, (2, 4)), [[0, 1, 0, 1], [0, 1, 1, 1]])
+  batch["image_pos"] = np.array([-1, 0], np.int32)  # row 1 is an image sample
+  options = LossOptions(kl_weight=0.5, kl_rows="text")
+  loss, metrics = global_token_mean(logits, batch, options, teacher_logits=teacher)
+  p, q = _log_softmax(teacher), _log_softmax(logits)
+  kl_row0 = sum((np.exp(p[0, t]) * (p[0, t] - q[0, t])).sum() for t in (0, 2))
+  assert float(metrics["kl"]) == pytest.approx(kl_row0 / 5, rel=1e-5)  # over all 5 targets
+  assert float(loss) == pytest.approx(float(metrics["ce"]) + 0.5 * kl_row0 / 5, rel=1e-6)
+  _, every_row = global_token_mean(logits, batch, LossOptions(kl_weight=0.5), teacher_logits=teacher)
+  assert float(every_row["kl"]) > float(metrics["kl"])
+  with pytest.raises(ValueError, match="kl_rows"):
+    LossOptions(kl_weight=1.0, kl_rows="images")
 
 
 def test_dynamic_weights_on_a_hand_example():
@@ -163,18 +181,21 @@ def test_supervised_cap_rounds_the_largest_row_up_and_stays_within_the_row():
   assert supervised_cap(batch) == 1
 
 
-def test_loss_at_selected_positions_equals_the_full_sequence_loss():
+@pytest.mark.parametrize("kl_rows", ["all", "text"])
+def test_loss_at_selected_positions_equals_the_full_sequence_loss(kl_rows):
   rng = np.random.default_rng(0)
   logits, teacher = (rng.normal(size=(3, 9, 11)).astype(np.float32) for _ in range(2))
   tokens = rng.integers(0, 11, size=(3, 9))
   mask = rng.random((3, 9)) < 0.4
   batch = _text_batch(tokens, mask)
-  options = LossOptions(kl_weight=0.3)
+  batch["image_pos"][1] = 2
+  options = LossOptions(kl_weight=0.3, kl_rows=kl_rows)
   full = loss_sums(jnp.asarray(logits), batch, batch_weights(batch, options), options, jnp.asarray(teacher))
   targets, supervised = targets_and_mask(batch)
   pos, keep = supervised_positions(jnp.asarray(supervised), cap=8)
   take = lambda x: gather_positions(jnp.asarray(x)[:, :-1], pos)
   picked = selected_loss_sums(take(logits), gather_positions(jnp.asarray(targets), pos), keep,
-                              gather_positions(batch_weights(batch, options), pos), options, take(teacher))
+                              gather_positions(batch_weights(batch, options), pos), options, take(teacher),
+                              gather_positions(kl_weights(batch_weights(batch, options), batch, options), pos))
   for key in ("objective", "ce_sum", "kl_sum"):
     np.testing.assert_allclose(picked[key], full[key], rtol=1e-6, err_msg=key)

@@ -5,8 +5,10 @@ A cell changes at most: where the translator range starts (it always ends at the
 L-2 for SmolLM2), how stage 0 trains the translator (`translator_objective`: fitted to the target's
 hidden states, or cross-entropy through the surrogate with optional KL distillation,
 `translator_kl_weight`), its budget and learning rate, stage 1 before stage 2 (`steps.pretrain`),
-the adapter's output norm (`vit.output_norm`), the encoder's training length (`steps.encoder`) and
-refits of the translator on the encoder's image sequences during stage 2 (`refresh.rounds`). Every cell runs the
+stage 1's anchor to the target (`pretrain_kl_weight`, `pretrain_kl_rows`), the number of
+translator layers in the range, the adapter's output norm (`vit.output_norm`), the encoder's
+training length (`steps.encoder`) and refits of the translator on the encoder's image sequences
+during stage 2 (`refresh.rounds`). Every cell runs the
 conditions "surrogate" (a, b) and "target" (c, c2) for every seed of the base job.
 """
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Cell:
   output_norm: str | None = None
   encoder_steps: int | None = None
   refresh_rounds: int | None = None
+  translators: int | None = None          # translator layers in the range (default 1)
+  pretrain_kl_weight: float | None = None  # stage 1 anchored by KL to the target
+  pretrain_kl_rows: str | None = None
 
   def changes(self) -> dict:
     """The settings this cell changes, as {field: value}."""
@@ -61,6 +66,10 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
            kl_weight=1.0),
       Cell(f"a{a}_fit150", a, "translator budget", translator_steps=150),
       Cell(f"a{a}_stage1", a, "stage 1", pretrain_steps=60),
+      # stage 1 with the translator anchored to the target by KL on the text-only chats
+      Cell(f"a{a}_stage1kl", a, "stage 1", pretrain_steps=60, pretrain_kl_weight=1.0, pretrain_kl_rows="text"),
+      # two translator layers in place of layers a-1..27: the same 8 layers cut as [a, 28] with one
+      Cell(f"a{a - 1}x2", a - 1, "translator layers", translators=2),
       Cell(f"a{a}_norm", a, "output norm", output_norm="rms_token_scale"),
       Cell(f"a{a}_enc150", a, "encoder steps", encoder_steps=150),
       Cell(f"a{a}_refresh2", a, "translator refits on image sequences", refresh_rounds=2),
@@ -85,7 +94,7 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
   end = int(base.ranges[0][1])
   if not 0 <= cell.start <= end:
     raise ValueError(f"Cell {cell.name!r}: range start {cell.start} is outside [0, {end}]")
-  job.ranges = ((cell.start, end),)
+  job.ranges = ((cell.start, end),) if cell.translators is None else ((cell.start, end, int(cell.translators)),)
   if cell.translator_steps is not None:
     job.steps.translator = int(cell.translator_steps)
   if cell.translator_lr is not None:
@@ -102,6 +111,10 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
     job.steps.encoder = int(cell.encoder_steps)
   if cell.refresh_rounds is not None:
     job.refresh.rounds = int(cell.refresh_rounds)
+  if cell.pretrain_kl_weight is not None:
+    job.pretrain_kl_weight = float(cell.pretrain_kl_weight)
+  if cell.pretrain_kl_rows is not None:
+    job.pretrain_kl_rows = cell.pretrain_kl_rows
   job.conditions = ("surrogate", "target")
   job.steps.adapter = job.steps.transfer = 0
   job.run_dir = os.path.join(root, cell.name)

@@ -11,7 +11,8 @@ at 5.1 s/step (text, 2048 padded positions, 21 layers) and stage 2 at 8.4 s/step
     the fit's chats (about half of the padded positions are real), then forward + backward of the
     translator block alone per step;
   stage 1/2: forward and an input-gradient backward through every kept layer (the gradient
-    reaches the image embeddings), the LM head at the supervised positions; the ViT is ~1%.
+    reaches the image embeddings), the LM head at the supervised positions; the ViT is ~1%;
+    stage 1 anchored by KL (pretrain_kl_weight > 0) adds a forward of the full target.
 Estimates to plan with; cells.json records the measured wall-clock of every cell that ran.
 """
 from __future__ import annotations
@@ -57,6 +58,8 @@ def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_
     translator_total = steps.translator * translator
   image_step = lambda layers: 2 * img_pos * f * layers + 2 * head * img_sup
   pretrain = 2 * (text_pos + img_pos) / 2 * f * kept + head * (text_sup + img_sup)
+  if job.get("pretrain_kl_weight", 0.0) > 0:  # the target's forward over every sample of the batch
+    pretrain += (text_pos + img_pos) / 2 * f * n + head * (text_sup + img_sup) / 2
   answer = lambda layers: PROMPT_TOKENS * f * layers + ANSWER_TOKENS * (f * layers + head)
   questions = (job.eval.limit or 250) * seeds
   # measures: the hidden pass on the chats for the untrained and the trained surrogate (their KL

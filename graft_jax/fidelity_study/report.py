@@ -58,6 +58,7 @@ def cell_record(cell, job, results: Mapping[str, Any], measures: Mapping[str, An
           "num_layers": results["plan"]["num_layers"], "flops_saved_per_token": saved,
           "flops_saved_short": measures.get("flops_saved_short"), "seeds": list(job.seeds),
           "steps": job.steps.to_dict(), "translator_kl_weight": job.translator_kl_weight,
+          "pretrain_kl_weight": job.get("pretrain_kl_weight", 0.0), "pretrain_kl_rows": job.get("pretrain_kl_rows", "text"),
           "output_norm": job.vit.get("output_norm", "none"),
           "accuracy": accuracy, "by_type": by_type, "graft_over_target": ratio,
           "meets_bar": bool(ratio is not None and ratio >= GRAFT_BAR and saved >= FLOPS_BAR),

@@ -59,8 +59,12 @@ def seed_dir(job, seed: int) -> str:
 
 
 def pretrain_config(job, seed: int, translator_dir: str) -> ml_collections.ConfigDict:
-  return stage_config(job, "pretrain", os.path.join(seed_dir(job, seed), "pretrain"), steps=job.steps.pretrain,
-                      lr=job.lr.pretrain, seed=seed, on_surrogate=True, init_from=translator_dir)
+  """Stage 1 from the stage-0 translator; with pretrain_kl_weight > 0, anchored by KL to the target."""
+  cfg = stage_config(job, "pretrain", os.path.join(seed_dir(job, seed), "pretrain"), steps=job.steps.pretrain,
+                     lr=job.lr.pretrain, seed=seed, on_surrogate=True, init_from=translator_dir)
+  cfg.train.kl_weight = float(job.get("pretrain_kl_weight", 0.0))
+  cfg.train.kl_rows = job.get("pretrain_kl_rows", "text")
+  return cfg
 
 
 def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps: int | None = None,

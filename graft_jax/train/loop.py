@@ -47,7 +47,8 @@ class NonFiniteLossError(FloatingPointError):
 def _loss_options(config, tokenizer) -> LossOptions:
   eot = tuple(i for i in (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|eot_id|>"))
               if isinstance(i, int) and i != tokenizer.unk_token_id)
-  return LossOptions(kl_weight=config.train.kl_weight, dynamic_weights=config.train.dynamic_loss_weights,
+  return LossOptions(kl_weight=config.train.kl_weight, kl_rows=config.train.get("kl_rows", "all"),
+                     dynamic_weights=config.train.dynamic_loss_weights,
                      end_of_turn_ids=eot if config.train.dynamic_loss_weights else ())
 
 

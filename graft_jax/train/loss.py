@@ -10,6 +10,8 @@ loss_mask[b, t] & valid[b, t] (t >= 1), predicted from position t-1.
 Options (LossOptions):
   kl_weight > 0: adds KL(teacher || model) at the supervised positions, the teacher's logits given
     (e.g. the full target for a surrogate); ce_weight=0, kl_weight=1 is pure distillation.
+    kl_rows="text" takes the KL in text-only samples alone (image samples: CE only), an anchor
+    that keeps a trained translator close to the target on text while it learns images from CE.
   dynamic_weights: the reference's dynamic loss weights (method.md section 5), read as follows.
     In each image sample, the targets are cut into segments after every target that is an
     end-of-turn token (`end_of_turn_ids`, e.g. <|eot_id|> or <|im_end|>; the end-of-turn target
@@ -32,6 +34,9 @@ import jax
 import jax.numpy as jnp
 
 
+KL_ROWS = ("all", "text")
+
+
 @dataclasses.dataclass(frozen=True)
 class LossOptions:
   """See the module docstring. The defaults give the plain global token mean of CE."""
@@ -39,8 +44,11 @@ class LossOptions:
   kl_weight: float = 0.0
   dynamic_weights: bool = False
   end_of_turn_ids: tuple[int, ...] = ()
+  kl_rows: str = "all"  # "all" or "text" (text-only samples alone)
 
   def __post_init__(self):
+    if self.kl_rows not in KL_ROWS:
+      raise ValueError(f"kl_rows must be one of {KL_ROWS}, got {self.kl_rows!r}")
     if self.dynamic_weights and not self.end_of_turn_ids:
       raise ValueError("dynamic_weights needs end_of_turn_ids (e.g. the id of <|eot_id|>)")
     if self.ce_weight < 0 or self.kl_weight < 0 or self.ce_weight + self.kl_weight == 0:
@@ -93,6 +101,15 @@ def batch_weights(batch: Mapping[str, jax.Array], options: LossOptions) -> jax.A
   return dynamic_loss_weights(targets, supervised, batch["image_pos"] >= 0, options.end_of_turn_ids)
 
 
+def kl_weights(weights: jax.Array, batch: Mapping[str, jax.Array], options: LossOptions) -> jax.Array:
+  """float32[B, N] per-target weights of the KL term: `weights`, zeroed in image samples
+  (image_pos >= 0) when options.kl_rows == "text"."""
+  if options.kl_rows == "all":
+    return weights
+  text_rows = batch["image_pos"] < 0 if "image_pos" in batch else jnp.ones(weights.shape[:1], bool)
+  return jnp.where(text_rows[:, None], weights, 0.0)
+
+
 def supervised_positions(supervised: jax.Array, cap: int) -> tuple[jax.Array, jax.Array]:
   """bool[B, N] -> (positions int32[B, C], keep bool[B, C]), C = cap: each row's supervised
   positions in order, padded with position 0 and keep False. A row with more than `cap`
@@ -110,18 +127,22 @@ def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 def selected_loss_sums(logits: jax.Array, targets: jax.Array, keep: jax.Array, weights: jax.Array,
-                       options: LossOptions, teacher_logits: jax.Array | None = None) -> dict[str, jax.Array]:
+                       options: LossOptions, teacher_logits: jax.Array | None = None,
+                       kl_weight_map: jax.Array | None = None) -> dict[str, jax.Array]:
   """The loss numerators over selected targets: logits (and teacher_logits) float[B, C, V] that
   predict targets int[B, C]; keep bool[B, C] marks real supervised targets, weights float32[B, C]
-  their weights. Returns float32 scalars objective, ce_sum and (kl_weight > 0) kl_sum."""
+  their weights, kl_weight_map float32[B, C] those of the KL term (default `weights`; see
+  `kl_weights`). Returns float32 scalars objective, ce_sum and (kl_weight > 0) kl_sum, the KL
+  summed where its weight is non-zero."""
   ce = jnp.where(keep, token_cross_entropy(logits, targets), 0.0)
   out = {"ce_sum": ce.sum(), "objective": options.ce_weight * (weights * ce).sum()}
   if options.kl_weight > 0:
     if teacher_logits is None:
       raise ValueError("LossOptions.kl_weight > 0 needs teacher logits")
-    kl = jnp.where(keep, token_kl(logits, teacher_logits), 0.0)
+    kl_map = weights if kl_weight_map is None else kl_weight_map
+    kl = jnp.where(keep & (kl_map > 0), token_kl(logits, teacher_logits), 0.0)
     out["kl_sum"] = kl.sum()
-    out["objective"] = out["objective"] + options.kl_weight * (weights * kl).sum()
+    out["objective"] = out["objective"] + options.kl_weight * (kl_map * kl).sum()
   return out
 
 
@@ -144,7 +165,8 @@ def loss_sums(logits: jax.Array, batch: Mapping[str, jax.Array], weights: jax.Ar
   the supervised positions only (`supervised_positions`, `selected_loss_sums`)."""
   targets, supervised = targets_and_mask(batch)
   teacher = None if teacher_logits is None else teacher_logits[:, :-1]
-  out = selected_loss_sums(logits[:, :-1], targets, supervised, weights, options, teacher)
+  out = selected_loss_sums(logits[:, :-1], targets, supervised, weights, options, teacher,
+                           kl_weights(weights, batch, options))
   return {**out, **token_counts(batch)}
 
 

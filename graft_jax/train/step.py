@@ -33,7 +33,7 @@ from graft_jax.models.vlm import VLM
 from graft_jax.train import sharding
 from graft_jax.train.batch import expand_batch, split_microbatches
 from graft_jax.train.layout import TrainLayout
-from graft_jax.train.loss import (LossOptions, batch_weights, finalize, gather_positions,
+from graft_jax.train.loss import (LossOptions, batch_weights, finalize, gather_positions, kl_weights,
                                   selected_loss_sums, sum_keys, supervised_positions, targets_and_mask,
                                   token_counts)
 from graft_jax.train.partition import merge
@@ -123,8 +123,9 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     target = None
     if teacher_fns is not None:
       target = logits_at(teacher_fns, {**jax.lax.stop_gradient(params), **teacher_params})
+    kl_map = None if target is None else gather_positions(kl_weights(micro["weights"], micro, options), pos)
     sums = selected_loss_sums(logits, gather_positions(targets, pos), keep,
-                              gather_positions(micro["weights"], pos), options, target)
+                              gather_positions(micro["weights"], pos), options, target, kl_map)
     sums.update(token_counts(micro))
     return sums["objective"], sums
 
