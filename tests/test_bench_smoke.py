@@ -38,6 +38,7 @@ def test_bench_train_steps_and_the_pytorch_reference_start_from_the_same_loss(tm
   ref = results["reference"]["stage2_surrogate"]
   assert ref["first_loss"] == pytest.approx(results["stages"]["stage2_surrogate"]["first_loss"], rel=1e-4)
   assert len(hf.model.layers) == 4  # the reference cut a copy, not the caller's model
+  assert ref["process"] == "own" and ref["host_rss_peak_bytes"] > 0  # the child measured itself
   table = stage_table(results)
   assert "graft_jax: stage 2 on the surrogate" in table and "PyTorch reference" in table
   assert any("x" in line and "goal x1.3" in line for line in goal_lines(results["summary"]))
@@ -123,3 +124,23 @@ def test_step_options_bench_variants_agree_and_show_their_costs(tmp_path):
   assert donation[0]["xla_memory_bytes"]["alias"] > 0 and donation[1]["xla_memory_bytes"]["alias"] == 0
   assert "einsum + softmax attention" in option_table(results)
   json.dumps(results)
+
+
+def test_profile_of_the_stage2_step_and_the_reference_on_a_tiny_model(tmp_path):
+  from graft_jax.bench.profile import CATEGORIES, categorize, category_table  # pylint: disable=g-import-not-at-top
+  from graft_jax.bench.profile_stage2 import profile_stage2  # pylint: disable=g-import-not-at-top
+  hf = tiny_hf_llama(tied=True, layers=4)
+  hf.save_pretrained(tmp_path / "llama")
+  target, config = load_model(str(tmp_path / "llama"))
+  r = profile_stage2(config, target, hf, VIT, BatchShape(batch=2, text_len=12, supervised=4, image_pos=3),
+                     plan=SurrogatePlan.create(4, [(1, 2)]), trace_dir=str(tmp_path / "trace"),
+                     timed_steps=1, profiled_steps=1, log=lambda _: None)
+  for name in ("graft_jax", "reference"):
+    assert r[name]["step_s"] > 0 and set(r[name]["categories"]) == set(CATEGORIES)
+    assert r[name]["categories"]["matmul"] > 0 and r[name]["matmul_gflops_per_s"] > 0
+  assert r["reference"]["matmul_flops"] > 0 and any(op.startswith("aten::") for op in r["reference"]["ops"])
+  assert categorize("dot.12", "jax") == categorize("aten::mm", "torch") == "matmul"
+  assert categorize("transpose.3", "jax") == "copies + transposes"
+  assert "| step wall time |" in category_table({k: r[k]["categories"] for k in ("graft_jax", "reference")},
+                                                {k: r[k]["step_s"] for k in ("graft_jax", "reference")})
+  json.dumps(r)

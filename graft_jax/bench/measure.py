@@ -125,18 +125,26 @@ def timed_call(run: Callable[[], None]) -> float:
   return time.perf_counter() - start
 
 
-def round_robin(runs: dict[str, Callable[[], None]], warmup: int = 1, steps: int = 5) -> dict[str, list[float]]:
-  """`warmup` untimed rounds, then `steps` timed rounds; each round calls every run once, in
-  turn, so runs compared with each other see the same machine load (shared CPUs drift)."""
-  if steps < 1 or warmup < 0:
-    raise ValueError(f"Need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+def round_robin(runs: dict[str, Callable[[], None]], warmup: int = 1, steps: int = 5, *,
+                turn_steps: int = 1, turn_warmup: int = 0) -> dict[str, list[float]]:
+  """`warmup` untimed rounds, then `steps` timed rounds; each round gives every run a turn, in
+  order, so runs compared with each other see the same machine load (shared CPUs drift). A turn
+  is `turn_warmup` untimed then `turn_steps` timed calls: on a 2-core CPU a step right after
+  another program's step can run far slower than the next ones (graft_jax's stage 2: 4.6-7.1 s,
+  then 3.6-4.1 s; see README "CPU"), which a training job, running its steps back to back, never
+  sees. Returns {name: steps x turn_steps times}."""
+  if steps < 1 or warmup < 0 or turn_steps < 1 or turn_warmup < 0:
+    raise ValueError(f"Need steps, turn_steps >= 1 and warmup, turn_warmup >= 0, got {steps}, {turn_steps}, "
+                     f"{warmup}, {turn_warmup}")
   for _ in range(warmup):
     for run in runs.values():
       run()
   times = {name: [] for name in runs}
   for _ in range(steps):
     for name, run in runs.items():
-      times[name].append(timed_call(run))
+      for _ in range(turn_warmup):
+        run()
+      times[name].extend(timed_call(run) for _ in range(turn_steps))
   return times
 
 

@@ -8,7 +8,8 @@ Every stage runs the library's own step (graft_jax/bench/jax_stages.py) on the s
 batch; `reference_llm` (a transformers LlamaForCausalLM holding the same weights as
 `target_llm`) adds the PyTorch reference of stage 2 on the surrogate (and, with
 reference_full, on the full target), whose encoder and adapter weights graft_jax then uses too,
-so both start from the same loss.
+so both start from the same loss. The reference runs in its own process by default
+(graft_jax/bench/reference_process.py says why).
 
 Timing: each run's first call (compilation + a step) is timed on its own, with the peak host RSS
 during it and JAX's own report of its compilation time (jax.monitoring). The runs whose ratios the goals compare (stage 2 on the surrogate and on the full
@@ -33,6 +34,7 @@ from graft_jax.bench.batch import BatchShape, expanded_layout, synthetic_batch
 from graft_jax.bench.flops import mfu
 from graft_jax.bench.jax_stages import StageRunner, get_bench_stage, prepare_stage
 from graft_jax.bench.measure import PeakMemory, first_call, matmul_peak_flops, round_robin, timing
+from graft_jax.bench.reference_process import ReferenceProcess
 from graft_jax.models.config import LlamaConfig
 from graft_jax.models.vit import VitConfig
 from graft_jax.models.vlm import VLM
@@ -44,11 +46,23 @@ DEFAULT_STAGES = ("translator", "stage2_surrogate", "stage2_full", "stage3_full"
 INTERLEAVED = ("stage2_surrogate", "stage2_full")
 
 
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
 def machine_info() -> dict:
-  """Platform, device, core count and load average at the time of the run."""
+  """Platform, device, CPU model, core count and load average at the time of the run."""
   load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
   return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": jax.devices()[0].platform,
-          "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
+          "device": str(jax.devices()[0].device_kind), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
           "load_average_1_5_15": [round(x, 2) for x in load], "python": platform.python_version(),
           "jax": jax.__version__}
 
@@ -77,7 +91,8 @@ class TorchRunner:
             "trainable_params": int(sum(p.numel() for p in self.model.trainable_parameters())),
             "decoder_tokens_per_step": tokens, "step_s": t.step_s, "step_times_s": list(t.times_s),
             "first_call_s": t.first_call_s, "tokens_per_s": tokens / t.step_s,
-            "first_loss": self.losses[0], "last_loss": self.losses[-1], **memory.as_dict()}
+            "first_loss": self.losses[0], "last_loss": self.losses[-1], "process": "shared with JAX",
+            **memory.as_dict()}
 
   def release(self) -> None:
     self.model = self.step = None
@@ -93,12 +108,16 @@ def _first_call(runner) -> tuple[float, float | None, PeakMemory]:
 
 def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, shape: BatchShape, *,
                     plan: SurrogatePlan, stages: Sequence[str] = DEFAULT_STAGES, reference_llm=None,
-                    reference_full: bool = False, warmup: int = 1, steps: int = 5,
+                    reference_full: bool = False, warmup: int = 1, steps: int = 5, turn_steps: int = 1,
+                    turn_warmup: int = 0,
                     peak_flops: float | None = None, lr: float = 1e-4, seed: int = 0,
-                    torch_threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+                    torch_threads: int | None = None, reference_process: bool = True,
+                    log: Callable[[str], None] = print) -> dict:
   """Runs the stages (and the reference) on one synthetic batch; returns a JSON-able dict:
   {"machine", "settings", "peak_flops", "stages": {name: result}, "reference": {...},
-  "summary": ratios}. peak_flops None: measured with a matmul microbenchmark."""
+  "summary": ratios}. peak_flops None: measured with a matmul microbenchmark.
+  reference_process: the reference runs in its own process (graft_jax/bench/reference_process.py,
+  stepped round-robin from here); False runs it in this process, beside JAX."""
   for name in stages:
     get_bench_stage(name)
   image_len = VLM(vit, llm_config).image_len
@@ -109,9 +128,11 @@ def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, s
                       "image_pos": shape.image_pos, "image_len": image_len, "seq_len": shape.seq_len(image_len),
                       "vit": {"image_size": vit.image_size, "patch_size": vit.patch_size, "width": vit.width,
                               "depth": vit.depth},
-                      "plan": plan.describe(), "warmup": warmup, "steps": steps, "lr": lr,
+                      "plan": plan.describe(), "warmup": warmup, "steps": steps, "turn_steps": turn_steps,
+                      "turn_warmup": turn_warmup, "lr": lr,
                       "dtype": llm_config.dtype, "param_dtype": llm_config.param_dtype,
-                      "interleaved": [*INTERLEAVED, "reference"]},
+                      "interleaved": [*INTERLEAVED, "reference"],
+                      "reference_process": "own" if reference_process else "shared with JAX"},
          "stages": {}, "reference": {}}
   measure_peak = peak_flops is None
   if measure_peak:
@@ -126,11 +147,16 @@ def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, s
   kept: dict[str, tuple] = {}  # key -> (runner, first call s, compile s, PeakMemory): round-robin at the end
   encoder = None
   if reference_llm is not None:
-    import torch  # pylint: disable=g-import-not-at-top
-    if torch_threads:
-      torch.set_num_threads(torch_threads)
+    if not reference_process:
+      import torch  # pylint: disable=g-import-not-at-top
+      if torch_threads:
+        torch.set_num_threads(torch_threads)
     for ref_plan in ([plan, None] if reference_full else [plan]):
-      runner = TorchRunner(reference_llm, vit, ref_plan, batch, image_len, lr=lr, seed=seed)
+      if reference_process:
+        runner = ReferenceProcess(reference_llm, vit, ref_plan, batch, image_len, lr=lr, seed=seed,
+                                  torch_threads=torch_threads)
+      else:
+        runner = TorchRunner(reference_llm, vit, ref_plan, batch, image_len, lr=lr, seed=seed)
       log(f"PyTorch reference: {runner.name}, first step ...")
       kept[f"reference/{runner.name}"] = (runner, *_first_call(runner))
       encoder = encoder or runner.encoder
@@ -152,14 +178,16 @@ def run_train_bench(llm_config: LlamaConfig, target_llm: dict, vit: VitConfig, s
       continue
     with PeakMemory() as memory:
       first, compile_s = first_call(runner)
-      times = round_robin({name: runner}, warmup, steps)[name]
+      times = round_robin({name: runner}, warmup, steps, turn_steps=turn_steps, turn_warmup=turn_warmup)[name]
     out["stages"][name] = runner.result(first, times, memory, peak_flops, compile_s)
     runner.release()
     _log_stage(log, out["stages"][name])
 
   if kept:
-    log(f"timing {', '.join(kept)} round-robin ({warmup} warm-up + {steps} timed rounds) ...")
-    times = round_robin({key: r for key, (r, _, _, _) in kept.items()}, warmup, steps)
+    log(f"timing {', '.join(kept)} round-robin ({warmup} warm-up + {steps} timed rounds; each turn "
+        f"{turn_warmup} untimed + {turn_steps} timed steps) ...")
+    times = round_robin({key: r for key, (r, _, _, _) in kept.items()}, warmup, steps, turn_steps=turn_steps,
+                        turn_warmup=turn_warmup)
     for key, (runner, first, compile_s, memory) in kept.items():
       if key.startswith("reference/"):
         out["reference"][runner.name] = runner.result(first, times[key], memory)
