@@ -80,3 +80,16 @@ def test_mfu_and_bad_shapes():
     mfu(1.0, 0.0, 1.0)
   with pytest.raises(ValueError, match="Bad step shape"):
     train_step_flops(_params(None), ("proj/.*",), LLM, vit=VIT, batch=0, seq_len=T, images=1, head_tokens=1)
+
+
+def test_round_robin_turns_time_each_run_in_blocks_after_untimed_calls():
+  from graft_jax.bench.measure import round_robin  # pylint: disable=g-import-not-at-top
+  calls = []
+  runs = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+  times = round_robin(runs, warmup=1, steps=2, turn_steps=3, turn_warmup=1)
+  assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 6}
+  # a warm-up round, then per round: a's turn (1 untimed + 3 timed), then b's
+  assert "".join(calls) == "ab" + ("a" * 4 + "b" * 4) * 2
+  assert len(round_robin(runs, 0, 3)["a"]) == 3  # the default turn: one timed call
+  with pytest.raises(ValueError, match="turn_steps"):
+    round_robin(runs, 1, 1, turn_steps=0)
