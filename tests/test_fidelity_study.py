@@ -34,7 +34,7 @@ def test_cells_change_only_their_settings(tmp_path):
   assert job.run_dir == str(tmp_path / "a26") and job.out_dir == str(tmp_path / "a26" / "results")
   assert job.vit.output_norm == "none" and base.vit.output_norm == "none"
   changed = {name: cells_lib.cell_job(base, cells[name], str(tmp_path)) for name in
-             ("a19_ce", "a19_cekl", "a19_fit150", "a19_stage1", "a19_stage1kl", "a18x2", "a19_norm", "a19_enc150",
+             ("a19_ce", "a19_cekl", "a19_fit150", "a19_stage1", "a19_stage1kl", "a19_stage1klall", "a18x2", "a19_norm", "a19_enc150",
               "a19_refresh2")}
   assert changed["a19_refresh2"].refresh.rounds == 2 and job.refresh.rounds == 0
   assert changed["a19_ce"].translator_objective == "ce" and changed["a19_ce"].lr.translator == 3e-4
@@ -47,6 +47,7 @@ def test_cells_change_only_their_settings(tmp_path):
   plain = runs.pretrain_config(changed["a19_stage1"], 0, "t")
   assert changed["a19_stage1kl"].steps.pretrain == 60
   assert (anchored.train.kl_weight, anchored.train.kl_rows) == (1.0, "text") and plain.train.kl_weight == 0.0
+  assert runs.pretrain_config(changed["a19_stage1klall"], 0, "t").train.kl_rows == "all"
   assert changed["a18x2"].ranges == ((18, 28, 2),)  # two translator layers, the same 8 layers cut as a19
   with pytest.raises(ValueError, match="outside"):
     cells_lib.cell_job(base, cells_lib.Cell("bad", 29), str(tmp_path))
@@ -77,7 +78,7 @@ def test_shared_runs_are_linked_once_per_setting(tmp_path):
   assert os.path.exists(os.path.join(root, "a26", "scores", "seed0_c.json"))
   assert not os.path.exists(os.path.join(root, "a19_norm", "scores", "seed0_c.json"))
   listing = driver.listing(base, list(cells.values()), root, preset("smollm2-135m"))
-  assert listing.count("min alone") == len(cells) == 15 and "h on 2 CPU cores" in listing
+  assert listing.count("min alone") == len(cells) == 16 and "h on 2 CPU cores" in listing
 
 
 def test_cell_measures_on_a_tiny_random_model():
@@ -127,7 +128,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   base, root = _study_base(), str(tmp_path / "runs")
   cells = cells_lib.default_cells()
   path = str(tmp_path / "results" / "cells.json")
-  for cell, graft in zip(cells, (0.5, 0.6, 0.8, 0.8, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.6, 0.45, 0.35, 0.7), strict=True):
+  for cell, graft in zip(cells, (0.5, 0.6, 0.8, 0.8, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.35, 0.7), strict=True):
     report.save_cell(path, _fake_record(cell, base, root, graft, 0.85, 3.0 - 2.5 * graft))
   loaded = report.load_cells(path)
   assert list(loaded) == [c.name for c in cells]
@@ -136,7 +137,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   assert [n for n, r in loaded.items() if r["meets_bar"]] == ["a19"]
   assert loaded["a22"]["layers_kept"] == 24 and loaded["a19_norm"]["changes"] == {"output_norm": "rms_token_scale"}
   markdown = report.write_report(str(tmp_path / "results"), loaded)
-  assert markdown.count("\n| a") == 15 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
+  assert markdown.count("\n| a") == 16 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
   for name in ("table.md", *report.PLOTS):
     assert os.path.getsize(tmp_path / "results" / name) > 0
 

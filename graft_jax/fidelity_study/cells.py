@@ -68,6 +68,9 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
       Cell(f"a{a}_stage1", a, "stage 1", pretrain_steps=60),
       # stage 1 with the translator anchored to the target by KL on the text-only chats
       Cell(f"a{a}_stage1kl", a, "stage 1", pretrain_steps=60, pretrain_kl_weight=1.0, pretrain_kl_rows="text"),
+      # ... and by KL at every supervised target, image answers included (teacher: the target fed the
+      # current encoder's embeddings), so the translator cannot read images in a way the target does not
+      Cell(f"a{a}_stage1klall", a, "stage 1", pretrain_steps=60, pretrain_kl_weight=1.0, pretrain_kl_rows="all"),
       # two translator layers in place of layers a-1..27: the same 8 layers cut as [a, 28] with one
       Cell(f"a{a - 1}x2", a - 1, "translator layers", translators=2),
       Cell(f"a{a}_norm", a, "output norm", output_norm="rms_token_scale"),
