@@ -93,3 +93,16 @@ def test_round_robin_turns_time_each_run_in_blocks_after_untimed_calls():
   assert len(round_robin(runs, 0, 3)["a"]) == 3  # the default turn: one timed call
   with pytest.raises(ValueError, match="turn_steps"):
     round_robin(runs, 1, 1, turn_steps=0)
+
+
+def test_matmul_bench_rates_a_small_product():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "bench_matmul.py")
+  spec = importlib.util.spec_from_file_location("bench_matmul", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  a, b = np.ones((8, 4), np.float32), np.ones((4, 2), np.float32)
+  assert bench.best_rate(lambda: a @ b, 8, 4, 2, repeats=2) > 0
+  assert all(len(shape) == 3 for shape in bench.SHAPES)
