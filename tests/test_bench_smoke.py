@@ -144,3 +144,10 @@ def test_profile_of_the_stage2_step_and_the_reference_on_a_tiny_model(tmp_path):
   assert "| step wall time |" in category_table({k: r[k]["categories"] for k in ("graft_jax", "reference")},
                                                 {k: r[k]["step_s"] for k in ("graft_jax", "reference")})
   json.dumps(r)
+
+
+def test_a_failing_reference_process_raises_with_the_childs_traceback():
+  from graft_jax.bench.reference_process import ReferenceProcess  # pylint: disable=g-import-not-at-top
+  batch = synthetic_batch(BatchShape(batch=2, text_len=12, supervised=4, image_pos=3), 64, VIT.image_size, 7)
+  with pytest.raises(RuntimeError, match="reference process failed:[\\s\\S]*Traceback"):
+    ReferenceProcess(None, VIT, SurrogatePlan.create(4, [(1, 2)]), batch, 7, lr=1e-4, seed=0)  # no model

@@ -130,9 +130,9 @@ def round_robin(runs: dict[str, Callable[[], None]], warmup: int = 1, steps: int
   """`warmup` untimed rounds, then `steps` timed rounds; each round gives every run a turn, in
   order, so runs compared with each other see the same machine load (shared CPUs drift). A turn
   is `turn_warmup` untimed then `turn_steps` timed calls: on a 2-core CPU a step right after
-  another program's step can run far slower than the next ones (graft_jax's stage 2: 4.6-7.1 s,
-  then 3.6-4.1 s; see README "CPU"), which a training job, running its steps back to back, never
-  sees. Returns {name: steps x turn_steps times}."""
+  another program's step runs slower than the next ones (graft_jax's stage 2: 3.97 s alone, 4.11-4.21 s
+  when every step follows one of the PyTorch reference's; README "CPU"), which a training job,
+  running its steps back to back, never sees. Returns {name: steps x turn_steps times}."""
   if steps < 1 or warmup < 0 or turn_steps < 1 or turn_warmup < 0:
     raise ValueError(f"Need steps, turn_steps >= 1 and warmup, turn_warmup >= 0, got {steps}, {turn_steps}, "
                      f"{warmup}, {turn_warmup}")

@@ -3,7 +3,7 @@ PyTorch step (torch.profiler), grouped into the same few categories so the two c
 
   ops = jax_op_times(runner, steps=2, trace_dir=tmp)     # {hlo op name: seconds per step}
   ops = torch_op_times(runner, steps=2)                  # {aten op: {"s": seconds per step, "flops": ...}}
-  table = category_table({"graft_jax": jax_categories(ops), ...})
+  table = category_table({"graft_jax": by_category(ops, "jax"), ...}, step_s={"graft_jax": 3.9, ...})
 
 On the CPU, XLA runs the step as a sequence of thunks, each one HLO op or fusion (`hlo_op` in the
 trace: `dot.12`, `ynn_fusion.3` for the matmuls it hands to YNNPACK, `loop_multiply_fusion`, ...);
@@ -90,12 +90,10 @@ def jax_op_times(run: Callable[[], None], *, steps: int, trace_dir: str) -> dict
 def torch_op_times(run: Callable[[], None], *, steps: int) -> dict[str, dict]:
   """{aten op: {"s": self CPU seconds per step, "calls": per step, "flops": per step}} over
   `steps` calls of `run` under torch.profiler (self time: an op's children are not counted twice)."""
-  import torch  # pylint: disable=g-import-not-at-top
   from torch.profiler import ProfilerActivity, profile  # pylint: disable=g-import-not-at-top
   with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
     for _ in range(steps):
       run()
-  del torch
   return {e.key: {"s": e.self_cpu_time_total * 1e-6 / steps, "calls": e.count / steps,
                   "flops": float(e.flops or 0) / steps}
           for e in prof.key_averages() if e.self_cpu_time_total > 0}

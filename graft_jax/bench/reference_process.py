@@ -5,12 +5,11 @@
   reference.result(first_s, times) # the child's record (its own peak RSS, losses, ...)
   reference.release()
 
-Why a process: timed round-robin inside one process, graft_jax's and PyTorch's steps slow each
-other down. On this project's 2-core CPU (2026-12-05) graft_jax's stage-2 step took 3.66 s alone
-and 4.1-4.6 s interleaved with the reference in the same process, the reference 4.75 s alone and
-4.7-5.0 s interleaved (two thread pools and two allocators' large-buffer reuse in one address
-space). Each framework in its own process is how either would train, and the parent still
-alternates their steps so a drifting load hits both alike.
+Why a process: in one process two thread pools and two allocators share the address space, and
+on this project's 2-core CPU graft_jax's stage-2 step took 3.62-3.97 s alone but 4.11 s when
+timed round-robin beside the reference in the same process (README "CPU"). Each framework in its
+own process is how either would train, and the parent still alternates their turns so a drifting
+load hits both alike.
 """
 from __future__ import annotations
 
