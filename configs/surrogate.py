@@ -85,6 +85,10 @@ def get_config(arg=None):
       # text-only chats, so image answers learn from CE alone; "all")
       "pretrain_kl_weight": 0.0,
       "pretrain_kl_rows": "text",
+      # > 0: stage 2 against the surrogate adds Gaussian noise to every image embedding, sigma x
+      # that embedding's RMS norm (train/step.py), so the encoder cannot rely on fine detail the
+      # translator reads and the target may not; the encoder trained on the target (c) gets none
+      "image_noise": 0.0,
       # rounds > 0: stage 2 against the surrogate in rounds + 1 chunks, the translator refitted
       # between chunks on the target's hidden states for `images` training samples carrying the
       # current encoder's embeddings (+ `text` chats), `steps` fit steps at `lr`

@@ -35,7 +35,7 @@ def test_cells_change_only_their_settings(tmp_path):
   assert job.vit.output_norm == "none" and base.vit.output_norm == "none"
   changed = {name: cells_lib.cell_job(base, cells[name], str(tmp_path)) for name in
              ("a19_ce", "a19_cekl", "a19_fit150", "a19_stage1", "a19_stage1kl", "a19_stage1klall", "a18x2", "a19_norm", "a19_enc150",
-              "a19_refresh2")}
+              "a19_refresh2", "a19_noise")}
   assert changed["a19_refresh2"].refresh.rounds == 2 and job.refresh.rounds == 0
   assert changed["a19_ce"].translator_objective == "ce" and changed["a19_ce"].lr.translator == 3e-4
   assert changed["a19_ce"].translator_kl_weight == 0.0 and changed["a19_cekl"].translator_kl_weight == 1.0
@@ -49,6 +49,12 @@ def test_cells_change_only_their_settings(tmp_path):
   assert (anchored.train.kl_weight, anchored.train.kl_rows) == (1.0, "text") and plain.train.kl_weight == 0.0
   assert runs.pretrain_config(changed["a19_stage1klall"], 0, "t").train.kl_rows == "all"
   assert changed["a18x2"].ranges == ((18, 28, 2),)  # two translator layers, the same 8 layers cut as a19
+  # the noise reaches stage 2 against the surrogate only: (c), on the target, stays the shared baseline
+  noisy = changed["a19_noise"]
+  assert runs.encoder_config(noisy, 0, "surrogate", "t").train.image_noise == 0.5
+  assert runs.encoder_config(noisy, 0, "target", "").train.image_noise == 0.0
+  assert runs.encoder_config(job, 0, "surrogate", "t").train.image_noise == 0.0
+  assert sharing.shared_dirs(noisy, str(tmp_path))["target"] == sharing.shared_dirs(changed["a19_ce"], str(tmp_path))["target"]
   with pytest.raises(ValueError, match="outside"):
     cells_lib.cell_job(base, cells_lib.Cell("bad", 29), str(tmp_path))
   with pytest.raises(ValueError, match="Unknown cell"):

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from graft_jax.models.vlm import add_relative_noise, splice_images
 from graft_jax.train.batch import expand_batch
 from graft_jax.train.loss import LossOptions, global_token_mean
 from graft_jax.train.partition import select, split
@@ -82,6 +83,30 @@ def test_kl_distillation_toward_the_full_target_with_the_current_encoder(kl_rows
     np.testing.assert_allclose(m[key], ref[key], rtol=1e-5, atol=1e-7, err_msg=key)
 
 
+def test_image_noise_is_relative_seeded_per_step_and_absent_by_default():
+  batch = make_batch(4)
+  (clean,), _ = run_steps([batch])
+  (noisy_a, noisy_b), _ = run_steps([batch, batch], image_noise=0.5)
+  (noisy_again, _), _ = run_steps([batch, batch], image_noise=0.5)
+  np.testing.assert_array_equal(noisy_again["loss"], noisy_a["loss"])  # same seed and step: same noise
+  assert abs(float(noisy_a["loss"]) - float(clean["loss"])) > 1e-4
+  # the reference: the model's image embeddings plus the documented draw of step 0, micro-batch 0
+  model, _, params, _ = setup()
+  expanded = expand_batch(batch, model.image_len)
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 0)
+  noisy_emb = model.apply({"params": params}, expanded["images"], method="image_embeddings")
+  noisy_emb = add_relative_noise(noisy_emb, 0.5, key)
+  forward = lambda m, tokens, pos: m.decoder(embeddings=splice_images(m.decoder.embed_tokens(tokens), noisy_emb, pos))
+  logits = model.apply({"params": params}, expanded["tokens"], expanded["image_pos"], method=forward)[0]
+  _, ref = global_token_mean(logits, expanded, LossOptions())
+  np.testing.assert_allclose(noisy_a["loss"], ref["loss"], rtol=1e-5)
+  # the noise is sigma x each embedding's own RMS: its share does not shrink when embeddings grow
+  e = jax.random.normal(jax.random.key(1), (2, 3, 64)) * 40.0
+  noise = add_relative_noise(e, 0.5, jax.random.key(2)) - e
+  ratio = np.sqrt(np.mean(np.asarray(noise) ** 2, -1)) / np.sqrt(np.mean(np.asarray(e) ** 2, -1))
+  np.testing.assert_allclose(ratio, 0.5, rtol=0.3)
+
+
 def test_bad_calls_raise():
   layout, step = compiled(k=4)
   trainable, frozen = split(setup()[2], SPEC)
@@ -89,3 +114,7 @@ def test_bad_calls_raise():
     step(layout.create_state(trainable, SGD), frozen, make_batch(0, b=6))
   with pytest.raises(ValueError, match="teacher"):
     compiled(axes=ONE, options=LossOptions(kl_weight=1.0))
+  with pytest.raises(ValueError, match="image_noise"):
+    compiled(image_noise=-0.1)
+  with pytest.raises(ValueError, match="image_noise"):
+    compiled(spec=TEXT_SPEC, decoder_only=True, image_noise=0.5)

@@ -59,14 +59,16 @@ def make_batch(seed: int = 0, b: int = 8, t: int = 12, images: bool = True) -> d
 
 @functools.lru_cache(maxsize=None)
 def compiled(axes=ONE, k: int = 1, optimizer=SGD, spec=SPEC, decoder_only: bool = False,
-             options: LossOptions = LossOptions(), with_teacher: bool = False, schedule=None):
+             options: LossOptions = LossOptions(), with_teacher: bool = False, schedule=None,
+             image_noise: float = 0.0):
   """(layout, step) for a mesh of `axes` over the first devices."""
   model, target_model, params, target = setup()
   mesh = sharding.make_mesh(axes, jax.devices()[:int(np.prod([s for _, s in axes]))])
   teacher_tree = {"llm": target["llm"]} if with_teacher else None
   layout = layout_lib.make_layout(mesh, params, spec, optimizer, abstract_teacher=teacher_tree)
   step = make_train_step(model, layout, optimizer, options, k, decoder_only=decoder_only,
-                         teacher=target_model if with_teacher else None, schedule=schedule)
+                         teacher=target_model if with_teacher else None, schedule=schedule,
+                         image_noise=image_noise)
   return layout, step
 
 

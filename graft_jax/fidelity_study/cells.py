@@ -7,8 +7,8 @@ hidden states, or cross-entropy through the surrogate with optional KL distillat
 `translator_kl_weight`), its budget and learning rate, stage 1 before stage 2 (`steps.pretrain`),
 stage 1's anchor to the target (`pretrain_kl_weight`, `pretrain_kl_rows`), the number of
 translator layers in the range, the adapter's output norm (`vit.output_norm`), the encoder's
-training length (`steps.encoder`) and refits of the translator on the encoder's image sequences
-during stage 2 (`refresh.rounds`). Every cell runs the
+training length (`steps.encoder`), refits of the translator on the encoder's image sequences
+during stage 2 (`refresh.rounds`) and noise on the image embeddings in stage 2 (`image_noise`). Every cell runs the
 conditions "surrogate" (a, b) and "target" (c, c2) for every seed of the base job.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Cell:
   translators: int | None = None          # translator layers in the range (default 1)
   pretrain_kl_weight: float | None = None  # stage 1 anchored by KL to the target
   pretrain_kl_rows: str | None = None
+  image_noise: float | None = None         # relative noise on the image embeddings in stage 2
 
   def changes(self) -> dict:
     """The settings this cell changes, as {field: value}."""
@@ -74,6 +75,8 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
       # two translator layers in place of layers a-1..27: the same 8 layers cut as [a, 28] with one
       Cell(f"a{a - 1}x2", a - 1, "translator layers", translators=2),
       Cell(f"a{a}_norm", a, "output norm", output_norm="rms_token_scale"),
+      # noise at half of each image embedding's RMS norm in stage 2 against the surrogate
+      Cell(f"a{a}_noise", a, "image-embedding noise", image_noise=0.5),
       Cell(f"a{a}_enc150", a, "encoder steps", encoder_steps=150),
       Cell(f"a{a}_refresh2", a, "translator refits on image sequences", refresh_rounds=2),
   ]
@@ -118,6 +121,8 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
     job.pretrain_kl_weight = float(cell.pretrain_kl_weight)
   if cell.pretrain_kl_rows is not None:
     job.pretrain_kl_rows = cell.pretrain_kl_rows
+  if cell.image_noise is not None:
+    job.image_noise = float(cell.image_noise)
   job.conditions = ("surrogate", "target")
   job.steps.adapter = job.steps.transfer = 0
   job.run_dir = os.path.join(root, cell.name)

@@ -81,6 +81,8 @@ def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps:
                      init_from=surrogate_dir if condition == "surrogate" else "", trainable=ENCODER_RULES)
   if data_seed is not None:
     cfg.train.seed = int(data_seed)
+  if condition == "surrogate":  # the lever regularises the surrogate-trained encoder alone; (c) stays the baseline
+    cfg.train.image_noise = float(job.get("image_noise", 0.0))
   return cfg
 
 

@@ -213,7 +213,8 @@ class RunCheckpointer:
 # this one. The rest of the config (logging, checkpoint cadence, steps) may change on a resume.
 RECIPE_FIELDS = ((("vit", "source"), ""), (("train", "encoder_lr_mult"), 1.0), (("train", "lr"), None),
                  (("train", "batch_size"), None), (("data", "question_types"), None),
-                 (("data", "train_turns"), 1), (("train", "kl_weight"), 0.0), (("train", "kl_rows"), "all"))
+                 (("data", "train_turns"), 1), (("train", "kl_weight"), 0.0), (("train", "kl_rows"), "all"),
+                 (("train", "image_noise"), 0.0))
 
 
 def _config_field(config: Mapping | None, path: tuple[str, ...], default: Any) -> Any:

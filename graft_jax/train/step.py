@@ -15,6 +15,10 @@ The LM head runs only where there is a target: the decoder returns final-normed 
 each row's supervised positions are gathered (at most C per row, C = `supervised_cap` of the
 batch: the largest row count rounded up to 16, so a handful of values compile), and logits
 float[B, C, V] are taken there. In stage 2 that is ~10 of ~100 positions per row.
+
+`image_noise` > 0 adds relative Gaussian noise to the image embeddings (models/vlm.py
+`add_relative_noise`); micro-batch i of step s draws it from fold_in(fold_in(key(noise_seed), s), i),
+and a teacher sees the same noised embeddings as the student.
 """
 from __future__ import annotations
 
@@ -47,17 +51,21 @@ def logits_fn(model: VLM, decoder_only: bool) -> Callable[[dict, Mapping[str, ja
   return lambda params, b: head(params, hidden(params, b))
 
 
-def hidden_and_head_fns(model: VLM, decoder_only: bool) -> tuple[Callable, Callable]:
-  """((params, batch) -> final-normed hidden float[B, T, D], (params, float[..., D]) -> logits
-  float[..., V]): the decoder without and then only its LM head, so logits can be taken at a
-  few positions. decoder_only as in `logits_fn`."""
+def hidden_and_head_fns(model: VLM, decoder_only: bool, image_noise: float = 0.0) -> tuple[Callable, Callable]:
+  """((params, batch[, noise_key]) -> final-normed hidden float[B, T, D], (params, float[..., D]) ->
+  logits float[..., V]): the decoder without and then only its LM head, so logits can be taken at
+  a few positions. decoder_only as in `logits_fn`; image_noise > 0 noises the image embeddings
+  from `noise_key` (models/vlm.py)."""
   decoder = Decoder(model.llm, model.segments)
   head = lambda params, h: decoder.apply({"params": params["llm"]}, h, method="logits")
   if decoder_only:
-    return (lambda params, b: decoder.apply({"params": params["llm"]}, b["tokens"], return_logits=False)[0],
-            head)
-  return (lambda params, b: model.apply({"params": params}, b["tokens"], b["images"], b["image_pos"],
-                                        return_logits=False)[0], head)
+    return (lambda params, b, noise_key=None: decoder.apply({"params": params["llm"]}, b["tokens"],
+                                                            return_logits=False)[0], head)
+
+  def hidden(params, b, noise_key=None):
+    return model.apply({"params": params}, b["tokens"], b["images"], b["image_pos"], return_logits=False,
+                       image_noise=image_noise, noise_key=noise_key)[0]
+  return hidden, head
 
 
 def _local_rows(x: Any) -> np.ndarray:
@@ -86,7 +94,7 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
                     decoder_only: bool = False, pad_id: int = 0,
                     schedule: optax.Schedule | None = None, teacher: VLM | None = None,
                     params_transform: Callable[[dict], dict] | None = None,
-                    donate_state: bool = True) -> Callable:
+                    donate_state: bool = True, image_noise: float = 0.0, noise_seed: int = 0) -> Callable:
   """The jitted step `(state, frozen, batch[, teacher_params]) -> (state, metrics)`.
 
   model: the VLM whose params are merge(state.trainable, frozen) (the surrogate when training
@@ -99,6 +107,7 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     the student and the teacher see its output. None: the identity.
   donate_state: donate the state's buffers to the step (the update is written in place); False
     only to measure what donation saves (experiments/bench_step_options.py).
+  image_noise: sigma of the relative noise on the image embeddings (0: none); noise_seed its key.
   metrics (replicated float32 scalars): loss, ce, [kl], tokens/{supervised,image,text}, grad_norm
   (before clipping), [lr].
   """
@@ -107,18 +116,20 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
   k = int(num_microbatches)
   if k < 1:
     raise ValueError(f"num_microbatches must be >= 1, got {k}")
+  if image_noise < 0 or (image_noise > 0 and decoder_only):
+    raise ValueError(f"image_noise must be >= 0, and 0 in a decoder_only (text) step; got {image_noise}")
   mesh = layout.mesh
   axes = sharding.batch_axes(mesh)
-  student_hidden, student_head = hidden_and_head_fns(model, decoder_only)
-  teacher_fns = None if teacher is None else hidden_and_head_fns(teacher, decoder_only)
+  student_hidden, student_head = hidden_and_head_fns(model, decoder_only, image_noise)
+  teacher_fns = None if teacher is None else hidden_and_head_fns(teacher, decoder_only, image_noise)
 
-  def objective(trainable, frozen, micro, teacher_params, cap):
+  def objective(trainable, frozen, micro, teacher_params, cap, noise_key):
     params = merge(trainable, frozen)
     if params_transform is not None:
       params = params_transform(params)
     targets, supervised = targets_and_mask(micro)
     pos, keep = supervised_positions(supervised, cap)  # logits only where there is a target
-    logits_at = lambda fns, p: fns[1](p, gather_positions(fns[0](p, micro)[:, :-1], pos))
+    logits_at = lambda fns, p: fns[1](p, gather_positions(fns[0](p, micro, noise_key)[:, :-1], pos))
     logits = logits_at((student_hidden, student_head), params)
     target = None
     if teacher_fns is not None:
@@ -140,14 +151,17 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
       weights = batch_weights(batch, options)
       n = jnp.maximum(jnp.sum(targets_and_mask(batch)[1]).astype(jnp.float32), 1.0)
       micro = split_microbatches({**batch, "weights": weights}, k, axes)
+      step_key = jax.random.fold_in(jax.random.key(noise_seed), state.step)
 
-      def body(carry, mb):
-        grads, sums = grad_fn(state.trainable, frozen, mb, teacher_params, cap)
+      def body(carry, mb_and_index):
+        mb, index = mb_and_index
+        grads, sums = grad_fn(state.trainable, frozen, mb, teacher_params, cap,
+                              jax.random.fold_in(step_key, index))
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
       zero_grads = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.trainable)
       zero_sums = {key: jnp.zeros((), jnp.float32) for key in sum_keys(options)}
-      (grad_sums, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+      (grad_sums, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), (micro, jnp.arange(k)))
       grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sums, state.trainable)
       updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
       trainable = optax.apply_updates(state.trainable, updates)
