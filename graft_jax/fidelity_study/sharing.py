@@ -93,9 +93,10 @@ def link_shared_runs(job: ml_collections.ConfigDict, root: str) -> dict[str, str
   return dirs
 
 
-def share_scores(job: ml_collections.ConfigDict, root: str) -> None:
-  """After a cell ran: its (c) scores become the shared ones (when not there yet)."""
-  dirs = shared_dirs(job, root)
+def share_scores(job: ml_collections.ConfigDict, dirs: dict[str, str]) -> None:
+  """After a cell ran: its (c) scores become the shared ones in dirs["target"] (when not there
+  yet). `dirs` is what link_shared_runs returned before the run: the main job sets
+  job.vit.source to the pretrained encoder, so shared_dirs(job) computed after it would differ."""
   for seed in job.seeds:
     cell_score = os.path.join(job.run_dir, "scores", _score_name(seed))
     shared_score = os.path.join(dirs["target"], "scores", _score_name(seed))
