@@ -2,6 +2,7 @@
 
   python experiments/fidelity_study.py --list            # cells, sizes, estimated CPU time
   python experiments/fidelity_study.py                   # every cell not yet in cells.json, in order
+  python experiments/fidelity_study.py --frontier        # only the range sweep (the frontier), ~3 h
   python experiments/fidelity_study.py --cell a19_norm   # (re)run one cell alone (resumes its runs)
   python experiments/fidelity_study.py --report          # rewrite table.md and the plots from cells.json
   python experiments/fidelity_study.py --seeds 0 --cell a19_stage1   # a one-seed pilot of a cell
@@ -40,6 +41,8 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cell", action="append", default=[], help="run only this cell (repeatable)")
   parser.add_argument("--list", action="store_true", help="print the cells with sizes and estimated time")
+  parser.add_argument("--frontier", action="store_true",
+                      help="only the range-start cells (list or run them), not the levers")
   parser.add_argument("--report", action="store_true", help="only rewrite table.md and the plots")
   parser.add_argument("--seeds", default="", help="comma-separated seeds of a pilot (default: the study's)")
   parser.add_argument("--root", default=os.path.join(REPO, "runs", "fidelity_study"))
@@ -55,6 +58,8 @@ def main(argv=None) -> None:
     base.seeds = tuple(int(s) for s in args.seeds.split(","))
     args.results = os.path.join(args.results, "pilot_seeds" + "_".join(str(s) for s in base.seeds))
   cells = cells_lib.default_cells()
+  if args.frontier:
+    cells = [c for c in cells if c.axis == "range start"]
   if args.list:
     print(f"base recipe: {cells_lib.STUDY_SIZE}, seeds run {tuple(base.seeds)}, range end {base.ranges[0][1]}")
     print(driver.listing(base, cells, args.root, preset(base.model.preset)))

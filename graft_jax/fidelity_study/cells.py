@@ -27,7 +27,9 @@ STUDY_SIZE = {  # the study's base recipe on SmolLM2 (configs/surrogate.py:full 
     "translator_kl_weight": 0.0,
     "eval_limit": 125,            # the first 125 test questions: 62-63 per question type (colour, shape)
 }
-RANGE_STARTS = (13, 16, 19, 22, 26, 28)  # from well before the trajectory's transition to L-2 (nothing dropped)
+# from the trajectory's transition point (layer 18: the suggested range starts at 19; README
+# "Prediction trajectory") to L-2, where nothing is dropped
+RANGE_STARTS = (19, 22, 24, 26, 28)
 # The training levers are compared at a=19: the only start of the sweep whose surrogate saves the
 # issue's 25% of decoder FLOPs per token (25.9% at T=4096; a=20 saves 23%, a=22 17%).
 LEVER_START = 19
