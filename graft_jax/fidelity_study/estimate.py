@@ -1,10 +1,10 @@
 """Rough CPU time of a cell from its sizes (printed by `experiments/fidelity_study.py --list`).
 
 Decoder FLOPs per step, from the model's shapes and the offline data's padded sizes, over a
-throughput measured on this project's 2-core CPU (SmolLM2-135M, batch 16; README): the translator
-at 5.1 s/step (text, 2048 padded positions, 21 layers) and stage 2 at 8.4 s/step (shapes with
-67 image tokens, 2048 positions) both come to ~75 GFLOP/s; answering 600 held-out questions took
-5.4 min, ~30 GFLOP/s. Per step:
+throughput measured on this project's 2-core CPU (SmolLM2-135M, batch 16, the study's recipe with
+remat dots_no_batch, quiet cores): stage 2's median step took 3.05 s on the [19, 28] surrogate and
+4.21 s on the full target (runs/fidelity_study/*/seed0/*/metrics.jsonl, session 8), both ~105
+GFLOP/s by this count; answering 600 held-out questions took 5.4 min, ~30 GFLOP/s. Per step:
   translator ("ce"): forward through the kept layers, backward only from the top down to the
     translator, the LM head (tied, frozen: input gradient only) at the supervised positions; with
     KL distillation also a forward of the full target; ("hidden"): one forward of the target over
@@ -20,7 +20,7 @@ from __future__ import annotations
 from graft_jax.models.config import LlamaConfig
 from graft_jax.surrogate import SurrogatePlan
 
-TRAIN_FLOPS_PER_S = 75e9
+TRAIN_FLOPS_PER_S = 105e9
 GENERATE_FLOPS_PER_S = 30e9
 # Padded positions and supervised targets per sample (data_cache/vqa/stats.json, buckets of 64, 128, ...).
 TEXT_POSITIONS, TEXT_SUPERVISED = 128, 27      # synthetic chats: mean 56 tokens, max 171

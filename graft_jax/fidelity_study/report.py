@@ -140,17 +140,19 @@ def _std(r: dict, key: str) -> float:
 
 
 def plot_vs_start(cells: Sequence[dict], path: str) -> None:
-  """Accuracy of (a), (b), (c) against the range start, for the range-sweep cells."""
+  """Accuracy of (a), (b), (c) and (c2) (the target-trained encoder read through the surrogate)
+  against the range start, for the range-sweep cells."""
   sweep = sorted((r for r in cells if r["axis"] == "range start"), key=lambda r: r["range"][0])
   fig, ax = plt.subplots(figsize=(6, 4))
-  for key, label in (("surrogate", "(a) on the surrogate"), ("graft", "(b) grafted"), ("target", "(c) on the target")):
+  for key, label in (("surrogate", "(a) on the surrogate"), ("graft", "(b) grafted"), ("target", "(c) on the target"),
+                     ("target_on_surrogate", "(c2) (c)'s encoder on the surrogate")):
     ax.errorbar([r["range"][0] for r in sweep], [_mean(r, key) for r in sweep], [_std(r, key) for r in sweep],
                 fmt="o-", capsize=3, label=label)
   ax.set_xlabel("translator range start a (range [a, L-2])")
   ax.set_ylabel("held-out accuracy")
   ax.set_ylim(-0.02, 1.02)
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(loc="upper left", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
