@@ -74,3 +74,18 @@ def test_splice_clips_nothing_for_negative_positions():
   image = jnp.ones((1, 2, 2))
   assert float(splice_images(text, image, jnp.array([-1])).sum()) == 0
   assert float(splice_images(text, image, jnp.array([3])).sum()) == 4
+
+
+def test_image_noise_needs_a_key_and_touches_only_the_image_slot():
+  model, params = _setup()
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 64, size=(2, 14)))
+  images = jnp.asarray(np.random.default_rng(1).normal(size=(2, 16, 16, 3)), jnp.float32)
+  pos = jnp.array([3, -1])
+  with np.testing.assert_raises_regex(ValueError, "noise_key"):
+    model.apply({"params": params}, tokens, images, pos, image_noise=0.5)
+  embed = lambda **kw: model.apply({"params": params}, tokens, images, pos, method="embed_inputs", **kw)
+  clean, noisy = embed(), embed(image_noise=0.5, noise_key=jax.random.key(3))
+  changed = np.any(np.asarray(clean) != np.asarray(noisy), axis=-1)
+  expected = np.zeros((2, 14), bool)
+  expected[0, 3:3 + model.image_len] = True  # the image slot of the image row; text rows untouched
+  np.testing.assert_array_equal(changed, expected)
