@@ -8,6 +8,7 @@ from graft_jax.models.vlm import add_relative_noise, splice_images
 from graft_jax.train.batch import expand_batch
 from graft_jax.train.loss import LossOptions, global_token_mean
 from graft_jax.train.partition import select, split
+from graft_jax.train.step import supervised_cap
 from graft_jax.train.paths import leaves_with_paths
 from tests.train_setup import ADAMW, ONE, SCHEDULE, SGD, SPEC, TEXT_SPEC, compiled, make_batch, run_steps, setup
 
@@ -118,3 +119,16 @@ def test_bad_calls_raise():
     compiled(image_noise=-0.1)
   with pytest.raises(ValueError, match="image_noise"):
     compiled(spec=TEXT_SPEC, decoder_only=True, image_noise=0.5)
+
+
+def test_a_step_without_image_noise_compiles_no_random_number_ops():
+  """image_noise=0 must leave the step as it was: the noise key is dead code XLA removes."""
+  counts = {}
+  for noise in (0.0, 0.5):
+    layout, step = compiled(image_noise=noise)
+    trainable, frozen = split(setup()[2], SPEC)
+    state, frozen = layout.place(layout.create_state(trainable, SGD), frozen)
+    batch = make_batch(0)
+    hlo = step.jitted_for(supervised_cap(batch)).lower(state, frozen, batch, None).compile().as_text()
+    counts[noise] = hlo.count("threefry") + hlo.count("rng-bit-generator")
+  assert counts[0.0] == 0 and counts[0.5] > 0, counts
