@@ -89,6 +89,10 @@ def get_config(arg=None):
       # that embedding's RMS norm (train/step.py), so the encoder cannot rely on fine detail the
       # translator reads and the target may not; the encoder trained on the target (c) gets none
       "image_noise": 0.0,
+      # > 0: stage 2 against the surrogate adds embed_penalty x a penalty on the image embeddings'
+      # statistics against the token embeddings (norm, mean direction, nearest-token cosine;
+      # train/embedding_penalty.py); (c) gets none
+      "embed_penalty": 0.0,
       # rounds > 0: stage 2 against the surrogate in rounds + 1 chunks, the translator refitted
       # between chunks on the target's hidden states for `images` training samples carrying the
       # current encoder's embeddings (+ `text` chats), `steps` fit steps at `lr`

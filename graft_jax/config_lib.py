@@ -95,6 +95,7 @@ def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.Conf
           "kl_weight": 0.0,            # > 0: distil toward the full target's logits
           "kl_rows": "all",            # "text": the KL in text-only samples alone (a stage-1 anchor)
           "image_noise": 0.0,          # > 0: relative Gaussian noise on the image embeddings (train/step.py)
+          "embed_penalty": 0.0,        # > 0: penalty on the image embeddings' statistics (train/embedding_penalty.py)
           "dynamic_loss_weights": False,
       },
       "mesh": (("data", -1), ("fsdp", 1), ("tensor", 1)),

@@ -35,7 +35,7 @@ def test_cells_change_only_their_settings(tmp_path):
   assert job.vit.output_norm == "none" and base.vit.output_norm == "none"
   changed = {name: cells_lib.cell_job(base, cells[name], str(tmp_path)) for name in
              ("a19_ce", "a19_cekl", "a19_fit150", "a19_stage1", "a19_stage1kl", "a19_stage1klall", "a18x2", "a19_norm", "a19_enc150",
-              "a19_refresh2", "a19_noise", "a19_vit8")}
+              "a19_refresh2", "a19_noise", "a19_statpen", "a19_vit8")}
   assert changed["a19_refresh2"].refresh.rounds == 2 and job.refresh.rounds == 0
   assert changed["a19_ce"].translator_objective == "ce" and changed["a19_ce"].lr.translator == 3e-4
   assert changed["a19_ce"].translator_kl_weight == 0.0 and changed["a19_cekl"].translator_kl_weight == 1.0
@@ -54,6 +54,10 @@ def test_cells_change_only_their_settings(tmp_path):
   assert runs.encoder_config(noisy, 0, "surrogate", "t").train.image_noise == 0.5
   assert runs.encoder_config(noisy, 0, "target", "").train.image_noise == 0.0
   assert runs.encoder_config(job, 0, "surrogate", "t").train.image_noise == 0.0
+  penalised = changed["a19_statpen"]
+  assert runs.encoder_config(penalised, 0, "surrogate", "t").train.embed_penalty == 1.0
+  assert runs.encoder_config(penalised, 0, "target", "").train.embed_penalty == 0.0
+  assert runs.encoder_config(job, 0, "surrogate", "t").train.embed_penalty == 0.0
   assert sharing.shared_dirs(noisy, str(tmp_path))["target"] == sharing.shared_dirs(changed["a19_ce"], str(tmp_path))["target"]
   # a deeper encoder is pretrained into its own directory, and (c) is trained with it (not shared)
   deeper = changed["a19_vit8"]
@@ -92,7 +96,7 @@ def test_shared_runs_are_linked_once_per_setting(tmp_path):
   assert os.path.exists(os.path.join(root, "a26", "scores", "seed0_c.json"))
   assert not os.path.exists(os.path.join(root, "a19_norm", "scores", "seed0_c.json"))
   listing = driver.listing(base, list(cells.values()), root, preset("smollm2-135m"))
-  assert listing.count("min alone") == len(cells) == 17 and "h on 2 CPU cores" in listing
+  assert listing.count("min alone") == len(cells) == 18 and "h on 2 CPU cores" in listing
 
 
 def test_cell_measures_on_a_tiny_random_model():
@@ -142,7 +146,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   base, root = _study_base(), str(tmp_path / "runs")
   cells = cells_lib.default_cells()
   path = str(tmp_path / "results" / "cells.json")
-  for cell, graft in zip(cells, (0.8, 0.8, 0.85, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.44, 0.35, 0.36, 0.7),
+  for cell, graft in zip(cells, (0.8, 0.8, 0.85, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.43, 0.44, 0.35, 0.36, 0.7),
                          strict=True):
     report.save_cell(path, _fake_record(cell, base, root, graft, 0.85, 3.0 - 2.5 * graft))
   loaded = report.load_cells(path)
@@ -151,7 +155,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   assert [n for n, r in loaded.items() if r["meets_bar"]] == ["a19"]
   assert loaded["a22"]["layers_kept"] == 24 and loaded["a19_norm"]["changes"] == {"output_norm": "rms_token_scale"}
   markdown = report.write_report(str(tmp_path / "results"), loaded)
-  assert markdown.count("\n| a") == 17 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
+  assert markdown.count("\n| a") == 18 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
   for name in ("table.md", *report.PLOTS):
     assert os.path.getsize(tmp_path / "results" / name) > 0
 

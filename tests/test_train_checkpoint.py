@@ -145,6 +145,8 @@ def test_a_run_made_with_another_recipe_is_refused(tmp_path):
       restore_with(**{"train.kl_weight": 1.0})  # e.g. stage 1 anchored by KL resuming a plain stage 1
     with pytest.raises(ck.CheckpointMismatchError, match="train.image_noise differs: checkpoint 0.0, this run 0.5"):
       restore_with(**{"train.image_noise": 0.5})
+    with pytest.raises(ck.CheckpointMismatchError, match="train.embed_penalty differs: checkpoint 0.0, this run 1.0"):
+      restore_with(**{"train.embed_penalty": 1.0})
     # steps, logging and checkpoint cadence may change on a resume
     _, _, meta = restore_with(**{"train.steps": 480})
     assert meta["step"] == 1

@@ -60,7 +60,7 @@ def make_batch(seed: int = 0, b: int = 8, t: int = 12, images: bool = True) -> d
 @functools.lru_cache(maxsize=None)
 def compiled(axes=ONE, k: int = 1, optimizer=SGD, spec=SPEC, decoder_only: bool = False,
              options: LossOptions = LossOptions(), with_teacher: bool = False, schedule=None,
-             image_noise: float = 0.0):
+             image_noise: float = 0.0, embed_penalty: float = 0.0):
   """(layout, step) for a mesh of `axes` over the first devices."""
   model, target_model, params, target = setup()
   mesh = sharding.make_mesh(axes, jax.devices()[:int(np.prod([s for _, s in axes]))])
@@ -68,7 +68,7 @@ def compiled(axes=ONE, k: int = 1, optimizer=SGD, spec=SPEC, decoder_only: bool 
   layout = layout_lib.make_layout(mesh, params, spec, optimizer, abstract_teacher=teacher_tree)
   step = make_train_step(model, layout, optimizer, options, k, decoder_only=decoder_only,
                          teacher=target_model if with_teacher else None, schedule=schedule,
-                         image_noise=image_noise)
+                         image_noise=image_noise, embed_penalty=embed_penalty)
   return layout, step
 
 

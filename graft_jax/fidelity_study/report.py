@@ -60,6 +60,7 @@ def cell_record(cell, job, results: Mapping[str, Any], measures: Mapping[str, An
           "steps": job.steps.to_dict(), "translator_kl_weight": job.translator_kl_weight,
           "pretrain_kl_weight": job.get("pretrain_kl_weight", 0.0), "pretrain_kl_rows": job.get("pretrain_kl_rows", "text"),
           "output_norm": job.vit.get("output_norm", "none"), "image_noise": job.get("image_noise", 0.0),
+          "embed_penalty": job.get("embed_penalty", 0.0),
           "accuracy": accuracy, "by_type": by_type, "graft_over_target": ratio,
           "meets_bar": bool(ratio is not None and ratio >= GRAFT_BAR and saved >= FLOPS_BAR),
           "fidelity": fidelity, "embedding": embedding, "measures": measures, "seconds": seconds}

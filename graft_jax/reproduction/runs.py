@@ -83,6 +83,7 @@ def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps:
     cfg.train.seed = int(data_seed)
   if condition == "surrogate":  # the lever regularises the surrogate-trained encoder alone; (c) stays the baseline
     cfg.train.image_noise = float(job.get("image_noise", 0.0))
+    cfg.train.embed_penalty = float(job.get("embed_penalty", 0.0))
   return cfg
 
 

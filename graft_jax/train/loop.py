@@ -106,7 +106,8 @@ def train(config) -> dict:
                             decoder_only=stage.decoder_only, pad_id=setup.llm_config.pad_token_id or 0,
                             schedule=schedule, teacher=teacher,
                             params_transform=functools.partial(apply_lora, cfg=lora) if lora.enabled else None,
-                            image_noise=float(config.train.get("image_noise", 0.0)), noise_seed=config.train.seed)
+                            image_noise=float(config.train.get("image_noise", 0.0)), noise_seed=config.train.seed,
+                            embed_penalty=float(config.train.get("embed_penalty", 0.0)))
 
   iterator, skips = make_train_iterator(config, stage, setup.tokenizer, setup.model.image_len)
   metadata = run_metadata(config, setup.plan, stage.name, spec_strings(spec))

@@ -19,6 +19,10 @@ float[B, C, V] are taken there. In stage 2 that is ~10 of ~100 positions per row
 `image_noise` > 0 adds relative Gaussian noise to the image embeddings (models/vlm.py
 `add_relative_noise`); micro-batch i of step s draws it from fold_in(fold_in(key(noise_seed), s), i),
 and a teacher sees the same noised embeddings as the student.
+
+`embed_penalty` > 0 adds embed_penalty x P to the loss, P the penalty on the image embeddings'
+statistics against the token embeddings (train/embedding_penalty.py), taken on each micro-batch's
+clean embeddings (a second pass of the small encoder) and averaged over the micro-batches.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from graft_jax.models.llama import Decoder
 from graft_jax.models.vlm import VLM
 from graft_jax.train import sharding
 from graft_jax.train.batch import expand_batch, split_microbatches
+from graft_jax.train.embedding_penalty import embedding_stat_terms
 from graft_jax.train.layout import TrainLayout
 from graft_jax.train.loss import (LossOptions, batch_weights, finalize, gather_positions, kl_weights,
                                   selected_loss_sums, sum_keys, supervised_positions, targets_and_mask,
@@ -94,7 +99,8 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
                     decoder_only: bool = False, pad_id: int = 0,
                     schedule: optax.Schedule | None = None, teacher: VLM | None = None,
                     params_transform: Callable[[dict], dict] | None = None,
-                    donate_state: bool = True, image_noise: float = 0.0, noise_seed: int = 0) -> Callable:
+                    donate_state: bool = True, image_noise: float = 0.0, noise_seed: int = 0,
+                    embed_penalty: float = 0.0) -> Callable:
   """The jitted step `(state, frozen, batch[, teacher_params]) -> (state, metrics)`.
 
   model: the VLM whose params are merge(state.trainable, frozen) (the surrogate when training
@@ -108,8 +114,9 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
   donate_state: donate the state's buffers to the step (the update is written in place); False
     only to measure what donation saves (experiments/bench_step_options.py).
   image_noise: sigma of the relative noise on the image embeddings (0: none); noise_seed its key.
-  metrics (replicated float32 scalars): loss, ce, [kl], tokens/{supervised,image,text}, grad_norm
-  (before clipping), [lr].
+  embed_penalty: weight of the image-embedding statistics penalty (0: none).
+  metrics (replicated float32 scalars): loss, ce, [kl], [embed_penalty] (P, unweighted),
+  tokens/{supervised,image,text}, grad_norm (before clipping), [lr].
   """
   if (options.kl_weight > 0) != (teacher is not None):
     raise ValueError("Give a teacher exactly when LossOptions.kl_weight > 0")
@@ -118,12 +125,14 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     raise ValueError(f"num_microbatches must be >= 1, got {k}")
   if image_noise < 0 or (image_noise > 0 and decoder_only):
     raise ValueError(f"image_noise must be >= 0, and 0 in a decoder_only (text) step; got {image_noise}")
+  if embed_penalty < 0 or (embed_penalty > 0 and decoder_only):
+    raise ValueError(f"embed_penalty must be >= 0, and 0 in a decoder_only (text) step; got {embed_penalty}")
   mesh = layout.mesh
   axes = sharding.batch_axes(mesh)
   student_hidden, student_head = hidden_and_head_fns(model, decoder_only, image_noise)
   teacher_fns = None if teacher is None else hidden_and_head_fns(teacher, decoder_only, image_noise)
 
-  def objective(trainable, frozen, micro, teacher_params, cap, noise_key):
+  def objective(trainable, frozen, micro, teacher_params, cap, noise_key, n):
     params = merge(trainable, frozen)
     if params_transform is not None:
       params = params_transform(params)
@@ -138,6 +147,11 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
     sums = selected_loss_sums(logits, gather_positions(targets, pos), keep,
                               gather_positions(micro["weights"], pos), options, target, kl_map)
     sums.update(token_counts(micro))
+    if embed_penalty > 0:  # weighted so that, divided by n, the step adds embed_penalty x mean_micro P
+      image_emb = model.apply({"params": params}, micro["images"], method="image_embeddings")[:, 1:-1]
+      p = embedding_stat_terms(image_emb, micro["image_pos"] >= 0, params["llm"]["embed"]["embedding"])["penalty"]
+      sums["embed_penalty_sum"] = p
+      sums["objective"] = sums["objective"] + embed_penalty * p * n / k
     return sums["objective"], sums
 
   grad_fn = jax.grad(objective, has_aux=True)
@@ -156,16 +170,19 @@ def make_train_step(model: VLM, layout: TrainLayout, optimizer: optax.GradientTr
       def body(carry, mb_and_index):
         mb, index = mb_and_index
         grads, sums = grad_fn(state.trainable, frozen, mb, teacher_params, cap,
-                              jax.random.fold_in(step_key, index))
+                              jax.random.fold_in(step_key, index), n)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
       zero_grads = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), state.trainable)
-      zero_sums = {key: jnp.zeros((), jnp.float32) for key in sum_keys(options)}
+      keys = sum_keys(options) + (("embed_penalty_sum",) if embed_penalty > 0 else ())
+      zero_sums = {key: jnp.zeros((), jnp.float32) for key in keys}
       (grad_sums, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), (micro, jnp.arange(k)))
       grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sums, state.trainable)
       updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
       trainable = optax.apply_updates(state.trainable, updates)
     _, metrics = finalize(sums)
+    if embed_penalty > 0:
+      metrics["embed_penalty"] = sums["embed_penalty_sum"] / k
     metrics["grad_norm"] = optax.tree.norm(grads)
     if schedule is not None:
       metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
