@@ -93,6 +93,9 @@ def get_config(arg=None):
       # statistics against the token embeddings (norm, mean direction, nearest-token cosine;
       # train/embedding_penalty.py); (c) gets none
       "embed_penalty": 0.0,
+      # more plans, e.g. (((26, 28),),): stage 0 trains a translator for each, and stage 2 against
+      # the surrogate alternates its steps between the surrogate of `ranges` and these (train/mix.py)
+      "mix_ranges": (),
       # rounds > 0: stage 2 against the surrogate in rounds + 1 chunks, the translator refitted
       # between chunks on the target's hidden states for `images` training samples carrying the
       # current encoder's embeddings (+ `text` chats), `steps` fit steps at `lr`

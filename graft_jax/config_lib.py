@@ -83,6 +83,10 @@ def train_config(stage: str, model: str = "smollm2-135m") -> ml_collections.Conf
       "vit": vit_config(),
       # Translator ranges of the surrogate; () trains against the full target.
       "ranges": ((19, 28),) if s.on_surrogate else (),
+      # More surrogates to train the encoder side against at once (issue 9's lever): a tuple of
+      # (ranges, run dir of that surrogate's trained translator); step s trains against surrogate
+      # s mod (1 + len(mix)), the one of `ranges` being number 0 (train/mix.py).
+      "mix": (),
       "trainable": s.trainable,
       "lora": {"rank": 0, "alpha": 16.0, "targets": ("q_proj", "v_proj")},  # rank 0: off
       "init_from": "",            # run dir of the previous stage, e.g. runs/translator

@@ -58,6 +58,12 @@ def test_cells_change_only_their_settings(tmp_path):
   assert runs.encoder_config(penalised, 0, "surrogate", "t").train.embed_penalty == 1.0
   assert runs.encoder_config(penalised, 0, "target", "").train.embed_penalty == 0.0
   assert runs.encoder_config(job, 0, "surrogate", "t").train.embed_penalty == 0.0
+  # two surrogates at once: [12, 28] and [26, 28]; the mix reaches stage 2 against the surrogate only
+  mixed = cells_lib.cell_job(base, cells["a12_mix26"], str(tmp_path))
+  assert mixed.ranges == ((12, 28),) and mixed.mix_ranges == (((26, 28),),) and job.mix_ranges == ()
+  mix = ((((26, 28),), "t26"),)
+  assert runs.encoder_config(mixed, 0, "surrogate", "t", mix=mix).mix == mix
+  assert runs.encoder_config(mixed, 0, "target", "", mix=mix).mix == ()
   assert sharing.shared_dirs(noisy, str(tmp_path))["target"] == sharing.shared_dirs(changed["a19_ce"], str(tmp_path))["target"]
   # a deeper encoder is pretrained into its own directory, and (c) is trained with it (not shared)
   deeper = changed["a19_vit8"]
@@ -73,7 +79,7 @@ def test_cells_change_only_their_settings(tmp_path):
 def test_shared_runs_are_linked_once_per_setting(tmp_path):
   base, root = _study_base(), str(tmp_path)
   cells = {c.name: c for c in cells_lib.default_cells()}
-  jobs = {n: cells_lib.cell_job(base, cells[n], root) for n in ("a19", "a19_norm", "a19_ce", "a22", "a26")}
+  jobs = {n: cells_lib.cell_job(base, cells[n], root) for n in ("a19", "a19_norm", "a19_ce", "a22", "a26", "a12_mix26")}
   dirs = {n: sharing.link_shared_runs(j, root) for n, j in jobs.items()}
   assert dirs["a19"]["translator"] == dirs["a19_norm"]["translator"] != dirs["a19_ce"]["translator"]
   assert dirs["a19"]["translator"] != dirs["a22"]["translator"]
@@ -81,6 +87,9 @@ def test_shared_runs_are_linked_once_per_setting(tmp_path):
   real = lambda *p: os.path.realpath(os.path.join(*p))
   assert real(root, "a19", "translator") == real(root, "a19_norm", "translator") == real(dirs["a19"]["translator"])
   assert real(root, "a26", "seed2", "encoder_target") == real(dirs["a22"]["target"], "seed2")
+  # a mix's further translator is the translator of the cell with that plan
+  assert real(root, "a12_mix26", "translator_mix1") == real(dirs["a26"]["translator"])
+  assert dirs["a12_mix26"]["translator"] not in (dirs["a26"]["translator"], dirs["a19"]["translator"])
   rematted = cells_lib.cell_job(base, cells["a19"], root)
   rematted.model.remat_policy = "full"  # memory and speed only: the same shared runs
   assert sharing.shared_dirs(rematted, root) == sharing.shared_dirs(jobs["a19"], root)
@@ -96,7 +105,13 @@ def test_shared_runs_are_linked_once_per_setting(tmp_path):
   assert os.path.exists(os.path.join(root, "a26", "scores", "seed0_c.json"))
   assert not os.path.exists(os.path.join(root, "a19_norm", "scores", "seed0_c.json"))
   listing = driver.listing(base, list(cells.values()), root, preset("smollm2-135m"))
-  assert listing.count("min alone") == len(cells) == 18 and "h on 2 CPU cores" in listing
+  from graft_jax.fidelity_study.estimate import cell_seconds  # pylint: disable=g-import-not-at-top
+  seconds = {n: cell_seconds(cells_lib.cell_job(base, cells[n], root), preset("smollm2-135m"))
+             for n in ("a12_mix26", "a19", "a26")}
+  # the mix's stage 2 costs what the mean of its two surrogates does (about a19's), plus a second stage 0
+  assert seconds["a12_mix26"]["encoder_surrogate"] == pytest.approx(seconds["a19"]["encoder_surrogate"], rel=0.1)
+  assert seconds["a12_mix26"]["translator"] > 1.5 * seconds["a19"]["translator"]
+  assert listing.count("min alone") == len(cells) == 19 and "h on 2 CPU cores" in listing
 
 
 def test_cell_measures_on_a_tiny_random_model():
@@ -146,7 +161,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   base, root = _study_base(), str(tmp_path / "runs")
   cells = cells_lib.default_cells()
   path = str(tmp_path / "results" / "cells.json")
-  for cell, graft in zip(cells, (0.8, 0.8, 0.85, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.43, 0.44, 0.35, 0.36, 0.7),
+  for cell, graft in zip(cells, (0.8, 0.8, 0.85, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.43, 0.3, 0.44, 0.35, 0.36, 0.7),
                          strict=True):
     report.save_cell(path, _fake_record(cell, base, root, graft, 0.85, 3.0 - 2.5 * graft))
   loaded = report.load_cells(path)
@@ -155,7 +170,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   assert [n for n, r in loaded.items() if r["meets_bar"]] == ["a19"]
   assert loaded["a22"]["layers_kept"] == 24 and loaded["a19_norm"]["changes"] == {"output_norm": "rms_token_scale"}
   markdown = report.write_report(str(tmp_path / "results"), loaded)
-  assert markdown.count("\n| a") == 18 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
+  assert markdown.count("\n| a") == 19 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
   for name in ("table.md", *report.PLOTS):
     assert os.path.getsize(tmp_path / "results" / name) > 0
 

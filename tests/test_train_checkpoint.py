@@ -150,6 +150,10 @@ def test_a_run_made_with_another_recipe_is_refused(tmp_path):
     # steps, logging and checkpoint cadence may change on a resume
     _, _, meta = restore_with(**{"train.steps": 480})
     assert meta["step"] == 1
+  # a run trained against several surrogates (config.mix) is not resumed as another mix or as none
+  mixed = {"mix": ((((26, 28),), "runs/t26"),)}
+  assert ck.recipe_differences(mixed, {"mix": ()}) == ["mix differs: checkpoint [[[[26, 28]], 'runs/t26']], this run []"]
+  assert ck.recipe_differences({}, {"mix": ()}) == [] and ck.recipe_differences(mixed, mixed) == []
 
 
 def test_a_run_from_before_a_recipe_field_existed_reads_as_its_default():

@@ -9,7 +9,8 @@ stage 1's anchor to the target (`pretrain_kl_weight`, `pretrain_kl_rows`), the n
 translator layers in the range, the adapter's output norm (`vit.output_norm`), the encoder's
 training length (`steps.encoder`), refits of the translator on the encoder's image sequences
 during stage 2 (`refresh.rounds`), noise on the image embeddings in stage 2 (`image_noise`), a
-penalty on their statistics in stage 2 (`embed_penalty`) and
+penalty on their statistics in stage 2 (`embed_penalty`), more surrogates that stage 2 alternates
+with (`mix_ranges`) and
 the encoder's depth (`vit.depth`; pretrained on labelled scenes at that size into its own
 directory, and (c) trained with it too). Every cell runs the
 conditions "surrogate" (a, b) and "target" (c, c2) for every seed of the base job.
@@ -56,6 +57,7 @@ class Cell:
   image_noise: float | None = None         # relative noise on the image embeddings in stage 2
   vit_depth: int | None = None             # encoder capacity: ViT blocks (pretrained anew at this size)
   embed_penalty: float | None = None       # penalty on the image embeddings' statistics in stage 2
+  mix_starts: tuple[int, ...] | None = None  # more surrogates [s, end] stage 2 alternates with
 
   def changes(self) -> dict:
     """The settings this cell changes, as {field: value}."""
@@ -86,6 +88,9 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
       Cell(f"a{a}_noise", a, "image-embedding noise", image_noise=0.5),
       # the image embeddings' norm, mean direction and nearest-token cosine pulled toward the tokens'
       Cell(f"a{a}_statpen", a, "image-embedding penalty", embed_penalty=1.0),
+      # two surrogates at once, half the steps each: [12, 28] (46% saved) and [26, 28] (6%), the one
+      # that grafts best; together they save what [19, 28] does (25.9%)
+      Cell("a12_mix26", 12, "several surrogates", mix_starts=(26,)),
       Cell(f"a{a}_enc150", a, "encoder steps", encoder_steps=150),
       Cell(f"a{a}_vit8", a, "encoder capacity", vit_depth=8),  # 8 ViT blocks instead of 4
       Cell(f"a{a}_refresh2", a, "translator refits on image sequences", refresh_rounds=2),
@@ -135,6 +140,8 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
     job.image_noise = float(cell.image_noise)
   if cell.embed_penalty is not None:
     job.embed_penalty = float(cell.embed_penalty)
+  if cell.mix_starts is not None:
+    job.mix_ranges = tuple(((int(s), end),) for s in cell.mix_starts)
   if cell.vit_depth is not None:
     job.vit.depth = int(cell.vit_depth)
     job.encoder_pretrain.dir = f"{job.encoder_pretrain.dir}_depth{int(cell.vit_depth)}"

@@ -10,6 +10,7 @@ GFLOP/s by this count; answering 600 held-out questions took 5.4 min, ~30 GFLOP/
     KL distillation also a forward of the full target; ("hidden"): one forward of the target over
     the fit's chats (about half of the padded positions are real), then forward + backward of the
     translator block alone per step;
+  stage 2 of a mix: the mean over its surrogates, plus a stage 0 for each;
   stage 1/2: forward and an input-gradient backward through every kept layer (the gradient
     reaches the image embeddings), the LM head at the supervised positions; the ViT is ~1%;
     stage 1 anchored by KL (pretrain_kl_weight > 0) adds a forward of the full target.
@@ -42,20 +43,25 @@ def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_
   earlier cell trained costs only its overhead here."""
   n = llm.num_layers
   plan = SurrogatePlan.create(n, [tuple(r) for r in job.ranges])
+  mix = [SurrogatePlan.create(n, [tuple(r) for r in ranges]) for ranges in job.get("mix_ranges", ())]
   kept = plan.num_kept_layers
-  above = sum(len(layers) for _, kind, layers in plan.layout() if kind == "keep" and layers[0] > plan.ranges[0].start)
   f, head = layer_flops(llm), 2.0 * llm.hidden_size * llm.vocab_size
   b, seeds, steps = job.batch_size, len(job.seeds), job.steps
   text_pos, text_sup = b * TEXT_POSITIONS, b * TEXT_SUPERVISED
   img_pos, img_sup = b * IMAGE_POSITIONS, b * IMAGE_SUPERVISED
-  translator = text_pos * f * (kept + 2 + above) + 2 * head * text_sup
-  if job.translator_kl_weight > 0:
-    translator += text_pos * f * n + head * text_sup
-  if job.translator_objective == "hidden":  # one target forward over the fit's chats, then 1-layer steps
-    translator_total = (job.translator_fit.sequences * TEXT_POSITIONS / 2 * f * n
-                        + steps.translator * text_pos / 2 * 3 * f * len(plan.ranges))
-  else:
-    translator_total = steps.translator * translator
+
+  def translator_total(p: SurrogatePlan) -> float:
+    if job.translator_objective == "hidden":  # one target forward over the fit's chats, then 1-layer steps
+      return (job.translator_fit.sequences * TEXT_POSITIONS / 2 * f * n
+              + steps.translator * text_pos / 2 * 3 * f * len(p.ranges))
+    above = sum(len(layers) for _, kind, layers in p.layout() if kind == "keep" and layers[0] > p.ranges[0].start)
+    step = text_pos * f * (p.num_kept_layers + 2 + above) + 2 * head * text_sup
+    if job.translator_kl_weight > 0:
+      step += text_pos * f * n + head * text_sup
+    return steps.translator * step
+
+  # stage 2 of a mix (mix_ranges) alternates its steps over the surrogates: their mean depth
+  stage2_kept = sum(p.num_kept_layers for p in [plan, *mix]) / (1 + len(mix))
   image_step = lambda layers: 2 * img_pos * f * layers + 2 * head * img_sup
   pretrain = 2 * (text_pos + img_pos) / 2 * f * kept + head * (text_sup + img_sup)
   if job.get("pretrain_kl_weight", 0.0) > 0:  # the target's forward over every sample of the batch
@@ -68,14 +74,15 @@ def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_
   measures = (text_surrogates * job.num_eval_chats * TEXT_POSITIONS * f * (n + kept)
               + seeds * 2 * MEASURE_IMAGES * IMAGE_POSITIONS * f * (n + kept))
   out = {
-      "translator": 0.0 if translator_shared else translator_total / TRAIN_FLOPS_PER_S,
+      "translator": ((0.0 if translator_shared else translator_total(plan))
+                     + sum(translator_total(p) for p in mix)) / TRAIN_FLOPS_PER_S,
       "pretrain": seeds * steps.pretrain * pretrain / TRAIN_FLOPS_PER_S,
-      "encoder_surrogate": seeds * steps.encoder * image_step(kept) / TRAIN_FLOPS_PER_S,
+      "encoder_surrogate": seeds * steps.encoder * image_step(stage2_kept) / TRAIN_FLOPS_PER_S,
       "encoder_target": 0.0 if target_shared else seeds * steps.encoder * image_step(n) / TRAIN_FLOPS_PER_S,
       # (a) and (c2) on the surrogate, (b) and (c) on the target; (c) read from the shared cache
       "scoring": questions * (2 * answer(kept) + answer(n) * (1 if target_shared else 2)) / GENERATE_FLOPS_PER_S,
       "measures": measures / TRAIN_FLOPS_PER_S,
   }
-  runs = 1 + seeds * (2 + (1 if steps.pretrain else 0))
+  runs = 1 + len(mix) + seeds * (2 + len(mix) + (1 if steps.pretrain else 0))  # a mix compiles a step per surrogate
   out["total"] = sum(out.values()) + runs * OVERHEAD_PER_RUN
   return out

@@ -1,7 +1,8 @@
 """Runs shared between cells: the same training is done once.
 
 Two runs of a cell depend on only part of its settings:
-- the translator (stage 0) on the plan, data, batch, steps, lr and KL weight; not on the encoder;
+- the translator (stage 0) on the plan, data, batch, steps, lr and KL weight; not on the encoder
+  (a mix's further translators, translator_mix<i>/, are those of cells with that plan);
 - the encoder trained directly on the full target (c) on the encoder side, data, batch, encoder
   steps and lr, per seed (and its score on the evaluation settings); not on the surrogate at all.
 Each is trained once under root/_shared/<kind>-<hash of those settings>/ and every cell's run
@@ -43,11 +44,25 @@ def target_settings(job: ml_collections.ConfigDict) -> dict:
           "lr": job.lr.encoder, "eval": job.eval.to_dict()}  # eval: the shared (c) scores
 
 
+def _mix_jobs(job: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The job as it would be with each of its mix_ranges as its plan: what its translator depends on."""
+  out = []
+  for ranges in job.get("mix_ranges", ()):
+    other = job.copy_and_resolve_references()
+    other.ranges = tuple(tuple(r) for r in ranges)
+    out.append(other)
+  return out
+
+
 def shared_dirs(job: ml_collections.ConfigDict, root: str) -> dict[str, str]:
-  """{"translator": dir, "target": dir} of the cell job's shared runs under root/_shared."""
+  """{"translator": dir, "target": dir, "translator_mix<i>": dir of each mix plan's translator}
+  of the cell job's shared runs under root/_shared."""
   shared = os.path.join(root, "_shared")
-  return {"translator": os.path.join(shared, f"translator-{_key(translator_settings(job))}"),
+  dirs = {"translator": os.path.join(shared, f"translator-{_key(translator_settings(job))}"),
           "target": os.path.join(shared, f"target-{_key(target_settings(job))}")}
+  for i, other in enumerate(_mix_jobs(job)):
+    dirs[f"translator_mix{i + 1}"] = os.path.join(shared, f"translator-{_key(translator_settings(other))}")
+  return dirs
 
 
 def _link(link: str, target: str) -> None:
@@ -81,6 +96,10 @@ def link_shared_runs(job: ml_collections.ConfigDict, root: str) -> dict[str, str
   dirs = shared_dirs(job, root)
   _link(os.path.join(job.run_dir, "translator"), dirs["translator"])
   _write_settings(dirs["translator"], translator_settings(job))
+  for i, other in enumerate(_mix_jobs(job)):  # a mix plan's translator is the cell of that plan's
+    name = f"translator_mix{i + 1}"
+    _link(os.path.join(job.run_dir, name), dirs[name])
+    _write_settings(dirs[name], translator_settings(other))
   _write_settings(dirs["target"], target_settings(job))
   for seed in job.seeds:
     _link(os.path.join(runs.seed_dir(job, seed), runs.CONDITION_DIRS["target"]),

@@ -47,9 +47,12 @@ def stage_config(job, stage: str, run_dir: str, *, steps: int, lr: float, seed: 
   return cfg
 
 
-def translator_config(job) -> ml_collections.ConfigDict:
-  cfg = stage_config(job, "translator", os.path.join(job.run_dir, "translator"), steps=job.steps.translator,
+def translator_config(job, run_dir: str | None = None, ranges: tuple | None = None) -> ml_collections.ConfigDict:
+  """Stage 0 by cross-entropy into `run_dir` (default run_dir/translator) for `ranges` (default the job's)."""
+  cfg = stage_config(job, "translator", run_dir or os.path.join(job.run_dir, "translator"), steps=job.steps.translator,
                      lr=job.lr.translator, seed=0, on_surrogate=True)
+  if ranges is not None:
+    cfg.ranges = tuple(tuple(r) for r in ranges)
   cfg.train.kl_weight = float(job.translator_kl_weight)
   return cfg
 
@@ -68,11 +71,12 @@ def pretrain_config(job, seed: int, translator_dir: str) -> ml_collections.Confi
 
 
 def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps: int | None = None,
-                   name: str | None = None, data_seed: int | None = None) -> ml_collections.ConfigDict:
+                   name: str | None = None, data_seed: int | None = None, mix: tuple = ()) -> ml_collections.ConfigDict:
   """Stage 2 for condition "surrogate" (from `surrogate_dir`: the translator, stage-1 or refit
   run), "target" (the full target) or "truncation" (the surrogate with its translator untrained).
   steps / name / data_seed: a chunk of stage 2 (reproduction/refresh.py): its step count, run
-  directory name under seed<s>/ and data order (default: steps.encoder, the condition's dir, seed)."""
+  directory name under seed<s>/ and data order (default: steps.encoder, the condition's dir, seed).
+  mix: more surrogates for condition "surrogate", as train config's `mix` ((ranges, translator dir), ...)."""
   if condition not in CONDITION_DIRS:
     raise ValueError(f"Unknown encoder condition {condition!r}; known: {sorted(CONDITION_DIRS)}")
   cfg = stage_config(job, "finetune_encoder", os.path.join(seed_dir(job, seed), name or CONDITION_DIRS[condition]),
@@ -84,6 +88,7 @@ def encoder_config(job, seed: int, condition: str, surrogate_dir: str, *, steps:
   if condition == "surrogate":  # the lever regularises the surrogate-trained encoder alone; (c) stays the baseline
     cfg.train.image_noise = float(job.get("image_noise", 0.0))
     cfg.train.embed_penalty = float(job.get("embed_penalty", 0.0))
+    cfg.mix = tuple(mix)
   return cfg
 
 

@@ -6,6 +6,9 @@ For the plan in `ranges`:
 2. per seed, stage 2 trained three ways, the same steps and samples each: against the surrogate
    (a: scored on the surrogate; b: grafted zero-shot onto the full target), directly on the full
    target (c), against the plain truncation (d, grafted); and an untrained encoder (e);
+   With `mix_ranges`, stage 0 also trains a translator for each of those plans, and the encoder
+   of (a)/(b) alternates steps between all the surrogates (train/mix.py); (a) is still scored on
+   the surrogate of `ranges`, and the FLOPs saved are the mean over the surrogates;
 3. optionally (f) transfer: stage 3 on the full target from the graft vs from an adapter-only
    start, scored along the way against cumulative training compute.
 Scores are greedy answers on the held-out test split, per question type. Every run is a resumable
@@ -37,6 +40,7 @@ from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.train.checkpoint import RunCheckpointer, load_encoder_package
 from graft_jax.train.data_setup import ensure_default_datasets
 from graft_jax.train.loop import train
+from graft_jax.train.mix import mix_flops_saved
 from graft_jax.translator_fit import run_translator_fit, text_pairs
 from graft_jax.train.model_setup import load_previous_stage, starting_encoder, vit_from_config
 from graft_jax.vision_pretrain.train import run_vision_pretrain
@@ -60,19 +64,22 @@ def chat_sequences(config, tokenizer, split_index: int, count: int) -> list[np.n
   return chat_token_ids(tokenizer, config.template, config.data.seed, split_index, count)
 
 
-def stage0(config, target: dict, truncation: dict, llm_config, tokenizer, plan: SurrogatePlan) -> dict:
-  """Trains the translator (stage 0) as `config.translator_objective` says and returns its run dir:
-  "hidden" fits it to the target's hidden states (graft_jax/translator_fit.py), "ce" trains it with
-  cross-entropy (plus KL distillation if translator_kl_weight > 0) through the surrogate's head.
-  Returns {"run_dir", ...the fit's record for "hidden"}."""
+def stage0(config, target: dict, truncation: dict, llm_config, tokenizer, plan: SurrogatePlan,
+           run_dir: str | None = None) -> dict:
+  """Trains the translator (stage 0) of `plan` into `run_dir` (default run_dir/translator) as
+  `config.translator_objective` says: "hidden" fits it to the target's hidden states
+  (graft_jax/translator_fit.py), "ce" trains it with cross-entropy (plus KL distillation if
+  translator_kl_weight > 0) through the surrogate's head. Returns {"run_dir", ...the fit's record for "hidden"}."""
+  run_dir = run_dir or os.path.join(config.run_dir, "translator")
   if config.translator_objective == "ce":
-    return {"run_dir": train(runs.translator_config(config))["run_dir"]}
+    ranges = tuple((r.start, r.end, r.num_translators) for r in plan.ranges)
+    return {"run_dir": train(runs.translator_config(config, run_dir, ranges))["run_dir"]}
   if config.translator_objective != "hidden":
     raise ValueError(f"Unknown translator_objective {config.translator_objective!r}; choose 'hidden' or 'ce'")
   make_pairs = text_pairs(target, llm_config, plan, chat_sequences(config, tokenizer, 0, config.translator_fit.sequences),
                           chat_sequences(config, tokenizer, HELD_OUT_CHATS, 64), config.batch_size)
   init = {n: truncation["segments"][n] for n in plan.translator_segments}
-  return run_translator_fit(os.path.join(config.run_dir, "translator"), config, plan, llm_config, init, make_pairs,
+  return run_translator_fit(run_dir, config, plan, llm_config, init, make_pairs,
                             steps=config.steps.translator, lr=config.lr.translator)
 
 
@@ -118,14 +125,22 @@ def run(config) -> dict:
   unknown = set(config.conditions) - set(ENCODER_CONDITIONS)
   if unknown:
     raise ValueError(f"Unknown conditions {sorted(unknown)}; choose from {ENCODER_CONDITIONS}")
+  if config.get("mix_ranges") and (config.refresh.rounds or config.steps.transfer):
+    raise ValueError("mix_ranges does not combine with refresh.rounds > 0 or steps.transfer > 0: both account "
+                     "for one surrogate; set them to 0")
   target, llm_config, tokenizer = load_from_config(config.model)
   plan = SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in config.ranges])
+  mix_plans = [SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in ranges])
+               for ranges in config.get("mix_ranges", ())]
   truncation = make_surrogate(target, plan)
   full_cost, sur_cost = decoder_cost(llm_config), decoder_cost(llm_config, plan.segments)
   saved = 1 - sur_cost.fwd_flops_per_token / full_cost.fwd_flops_per_token
+  mixed = "" if not mix_plans else (
+      f"; stage 2 alternates with {', '.join(p.describe() for p in mix_plans)}: "
+      f"{mix_flops_saved(llm_config, [plan, *mix_plans]):.1%} fewer on average")
   setup = (f"Plan: {plan.describe()} ({sur_cost.layers} of {full_cost.layers} layers, "
            f"{sur_cost.params / 1e6:.1f}M of {full_cost.params / 1e6:.1f}M parameters, {saved:.1%} fewer decoder "
-           f"FLOPs per token). Seeds {tuple(config.seeds)}; stage 0 {config.steps.translator} steps, stage 1 "
+           f"FLOPs per token{mixed}). Seeds {tuple(config.seeds)}; stage 0 {config.steps.translator} steps, stage 1 "
            f"{config.steps.pretrain}, stage 2 {config.steps.encoder} steps of {config.batch_size} samples; encoder "
            + (f"from {config.vit.source}" if config.vit.source else
               f"pretrained on labelled scenes ({config.encoder_pretrain.steps} steps)" if config.encoder_pretrain.steps
@@ -149,6 +164,9 @@ def run(config) -> dict:
     print(f"  {name}: accuracy {result['scores']['overall']['accuracy']:.3f}")
     return result
 
+  if mix_plans:  # the encoder's training saves the mean over the surrogates it alternates between
+    mix_record = {"plans": [p.to_dict() for p in mix_plans], "flops_saved_main_plan": saved}
+    saved = mix_flops_saved(llm_config, [plan, *mix_plans])
   results: dict[str, Any] = {"setup": setup, "plan": plan.to_dict(), "flops_saved_per_token": saved,
                              "target_params": full_cost.params, "surrogate_params": sur_cost.params,
                              "encoder_pretrain": encoder_pretrain, "config": config.to_dict()}
@@ -161,6 +179,18 @@ def run(config) -> dict:
                                   lambda: text_kl(config, target, surrogate, plan, llm_config, tokenizer))
   print(f"KL(target || surrogate) on held-out text: untrained {fidelity['untrained']:.3f}, "
         f"after stage 0 {fidelity['translator']:.3f} nats/token")
+  mix = []  # (ranges, translator run dir) of each further surrogate, as train config's `mix`
+  for i, mix_plan in enumerate(mix_plans):
+    mix_truncation = make_surrogate(target, mix_plan)
+    mix_run = stage0(config, target, mix_truncation, llm_config, tokenizer, mix_plan,
+                     os.path.join(config.run_dir, f"translator_mix{i + 1}"))
+    mix_surrogate = trained_llm(mix_truncation, mix_plan, mix_run["run_dir"])
+    fidelity[f"mix{i + 1}"] = cached(os.path.join(score_dir, f"kl_translator_mix{i + 1}.json"),
+                                     lambda: text_kl(config, target, mix_surrogate, mix_plan, llm_config, tokenizer))
+    print(f"  mix surrogate {i + 1} ({mix_plan.describe()}): KL after stage 0 {fidelity[f'mix{i + 1}']:.3f}")
+    mix.append((tuple(config.mix_ranges[i]), mix_run["run_dir"]))
+  if mix_plans:
+    results["mix"] = mix_record
   results["fidelity"] = fidelity
   results["stage0"] = {k: v for k, v in stage0_run.items() if k != "run_dir"}
 
@@ -178,7 +208,7 @@ def run(config) -> dict:
     tag = lambda name: f"seed{seed}_{name}"
     if "surrogate" in config.conditions:
       route = routes[seed] = surrogate_route(config, seed, surrogate_dir, target, truncation, plan, llm_config,
-                                             tokenizer, vit, chat_sequences)
+                                             tokenizer, vit, chat_sequences, tuple(mix))
       d = route["encoder_dir"]
       if route["refits"]:  # the last chunk trained against the refitted translator
         seed_surrogate = surrogate_llm(truncation, plan, route["surrogate_dir"], package_of(d))

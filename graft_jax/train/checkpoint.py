@@ -214,7 +214,7 @@ class RunCheckpointer:
 RECIPE_FIELDS = ((("vit", "source"), ""), (("train", "encoder_lr_mult"), 1.0), (("train", "lr"), None),
                  (("train", "batch_size"), None), (("data", "question_types"), None),
                  (("data", "train_turns"), 1), (("train", "kl_weight"), 0.0), (("train", "kl_rows"), "all"),
-                 (("train", "image_noise"), 0.0), (("train", "embed_penalty"), 0.0))
+                 (("train", "image_noise"), 0.0), (("train", "embed_penalty"), 0.0), (("mix",), []))
 
 
 def _config_field(config: Mapping | None, path: tuple[str, ...], default: Any) -> Any:

@@ -8,7 +8,9 @@ there is one (trainable params, optimizer state, data position). Loop: one jitte
 batch; metrics one step late (no host sync on the current step); periodic checkpoints; on SIGTERM
 a checkpoint and exit code 75; a non-finite loss stops the run naming the step and its batch,
 before any further checkpoint, so the last good one is intact. End: a final checkpoint and, for
-stages that train the encoder side, the encoder package that grafting consumes.
+stages that train the encoder side, the encoder package that grafting consumes. With `config.mix`
+(train/mix.py) step s runs against surrogate s mod K, each with its own compiled step and frozen
+decoder, all updating the one encoder state.
 """
 from __future__ import annotations
 
@@ -31,9 +33,11 @@ from graft_jax.train.layout import make_layout
 from graft_jax.train.lora import LoraConfig, apply_lora, trainable_rules
 from graft_jax.train.loss import LossOptions
 from graft_jax.train.metrics import MetricsWriter, ProgressBar
+from graft_jax.train.mix import check_mix, mix_members
 from graft_jax.train.model_setup import build_stage_model, tokenizer_fingerprint
 from graft_jax.train.optimizer import make_optimizer, make_schedule
 from graft_jax.train.partition import describe, merge, spec_strings, split
+from graft_jax.train.paths import leaves_with_paths
 from graft_jax.train.signals import preemption_guard
 from graft_jax.train.stages import get_stage
 from graft_jax.train.step import make_train_step
@@ -95,19 +99,26 @@ def train(config) -> dict:
   if options.kl_weight > 0:
     teacher = VLM(setup.model.vit, setup.llm_config, None, setup.model.projector_depth)
     teacher_params = {"llm": setup.target_llm}
-  layout = make_layout(mesh, setup.params, spec, optimizer,
-                       abstract_teacher=teacher_params and jax.eval_shape(lambda t: t, teacher_params))
+  abstract_teacher = teacher_params and jax.eval_shape(lambda t: t, teacher_params)
+  layout = make_layout(mesh, setup.params, spec, optimizer, abstract_teacher=abstract_teacher)
   trainable, frozen = split(setup.params, spec)
+  check_mix(config, stage.decoder_only, [p for p, _ in leaves_with_paths(trainable)])
   state = layout.create_state(jax.device_put(trainable, layout.state.trainable), optimizer)
   frozen = jax.device_put(frozen, layout.frozen)
   if teacher_params is not None:
     teacher_params = jax.device_put(teacher_params, layout.teacher)
-  step_fn = make_train_step(setup.model, layout, optimizer, options, config.train.microbatches,
-                            decoder_only=stage.decoder_only, pad_id=setup.llm_config.pad_token_id or 0,
-                            schedule=schedule, teacher=teacher,
-                            params_transform=functools.partial(apply_lora, cfg=lora) if lora.enabled else None,
-                            image_noise=float(config.train.get("image_noise", 0.0)), noise_seed=config.train.seed,
-                            embed_penalty=float(config.train.get("embed_penalty", 0.0)))
+  make_step = functools.partial(
+      make_train_step, optimizer=optimizer, options=options, num_microbatches=config.train.microbatches,
+      decoder_only=stage.decoder_only, pad_id=setup.llm_config.pad_token_id or 0, schedule=schedule,
+      teacher=teacher, params_transform=functools.partial(apply_lora, cfg=lora) if lora.enabled else None,
+      image_noise=float(config.train.get("image_noise", 0.0)), noise_seed=config.train.seed,
+      embed_penalty=float(config.train.get("embed_penalty", 0.0)))
+  routes = [(make_step(setup.model, layout), frozen)]  # (step, frozen tree) of each surrogate
+  for member in mix_members(config, setup):
+    member_layout = make_layout(mesh, member.params, spec, optimizer, abstract_teacher=abstract_teacher)
+    routes.append((make_step(member.model, member_layout),
+                   jax.device_put(split(member.params, spec)[1], member_layout.frozen)))
+    print(f"mix: surrogate {len(routes) - 1} is {member.plan.describe()}")
 
   iterator, skips = make_train_iterator(config, stage, setup.tokenizer, setup.model.image_len)
   metadata = run_metadata(config, setup.plan, stage.name, spec_strings(spec))
@@ -133,9 +144,11 @@ def train(config) -> dict:
         batch = next(iterator)
         batch_rows[step + 1] = batch["record_index"].tolist()
         tokens = int(batch["valid"].sum())
-        state, metrics = step_fn(state, frozen, _global_batch(batch, layout.batch), teacher_params)
+        step_fn, route_frozen = routes[step % len(routes)]
+        state, metrics = step_fn(state, route_frozen, _global_batch(batch, layout.batch), teacher_params)
         now = time.perf_counter()
-        record = writer.write(step + 1, {**metrics, "step_time_s": now - tick,
+        extra = {"surrogate": step % len(routes)} if len(routes) > 1 else {}
+        record = writer.write(step + 1, {**metrics, **extra, "step_time_s": now - tick,
                                          "tokens_per_s": tokens / max(now - tick, 1e-9)})
         tick = now
         _check_finite(record, batch_rows)
@@ -176,5 +189,6 @@ def _export_package(config, setup, state, frozen) -> None:
   identity = target_identity(setup.llm_config, tokenizer_fingerprint(setup.tokenizer), config.model.preset)
   export_encoder_package(path, {"img": params["img"], "proj": params["proj"]}, {
       "target": identity, "plan": setup.plan.to_dict() if setup.plan else None,
+      **({"mix": [list(map(list, entry[0])) for entry in config.mix]} if config.get("mix") else {}),
       "encoder_config": config.vit.to_dict(), "stage": config.stage})
   print(f"encoder package written to {path}")
