@@ -39,24 +39,31 @@ def _encoder_run(tiny, run_dir, translator, mix=(), steps=4):
   return read_metrics(str(run_dir))
 
 
-def test_a_mix_of_the_same_surrogate_twice_is_plain_training(tiny, translators, tmp_path):
-  plain = _encoder_run(tiny, tmp_path / "plain", translators[(1, 2)])
+@pytest.fixture(scope="module")
+def plain(tiny, translators, tmp_path_factory):
+  """Metrics and run dir of 4 plain stage-2 steps against the [1, 2] surrogate."""
+  run_dir = tmp_path_factory.mktemp("plain")
+  return _encoder_run(tiny, run_dir, translators[(1, 2)]), run_dir
+
+
+def test_a_mix_of_the_same_surrogate_twice_is_plain_training(tiny, translators, plain, tmp_path):
+  (plain, plain_dir) = plain
   twice = _encoder_run(tiny, tmp_path / "twice", translators[(1, 2)], mix=((((1, 2),), translators[(1, 2)]),))
   assert [r["surrogate"] for r in twice] == [0, 1, 0, 1] and "surrogate" not in plain[0]
   np.testing.assert_allclose([r["loss"] for r in twice], [r["loss"] for r in plain], rtol=1e-6)
-  a = load_encoder_package(str(tmp_path / "plain" / "encoder_package"))
+  a = load_encoder_package(str(plain_dir / "encoder_package"))
   b = load_encoder_package(str(tmp_path / "twice" / "encoder_package"))
   for x, y in zip(np.asarray(a[0]["proj"]["soi"]).ravel(), np.asarray(b[0]["proj"]["soi"]).ravel()):
     assert abs(x - y) <= 1e-6
   assert b[1]["mix"] == [[[1, 2]]] and "mix" not in a[1]
 
 
-def test_odd_steps_run_against_the_second_surrogate(tiny, translators, tmp_path):
-  plain = _encoder_run(tiny, tmp_path / "plain", translators[(1, 2)], steps=2)
-  mixed = _encoder_run(tiny, tmp_path / "mixed", translators[(1, 2)], mix=((((2, 2),), translators[(2, 2)]),),
-                       steps=2)
+def test_odd_steps_run_against_the_second_surrogate(tiny, translators, plain, tmp_path):
+  plain = plain[0]
+  mixed = _encoder_run(tiny, tmp_path / "mixed", translators[(1, 2)], mix=((((2, 2),), translators[(2, 2)]),))
   assert mixed[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-6)  # step 0: surrogate 0, the same start
   assert abs(mixed[1]["loss"] - plain[1]["loss"]) > 1e-4                # step 1: the [2, 2] surrogate
+  assert [r["surrogate"] for r in mixed] == [0, 1, 0, 1]
 
 
 def test_bad_mixes_are_refused_before_training(tiny, translators, tmp_path):
