@@ -119,3 +119,6 @@ def test_main_job_trains_a_translator_per_plan_and_alternates_stage2(tiny, tmp_p
   stage2 = read_metrics(str(tmp_path / "route" / "seed0" / "encoder_surrogate"))
   assert [r["surrogate"] for r in stage2] == [0, 1, 0, 1]
   assert "alternates with keep 0-1, translator 2, keep 3" in result["setup"]
+  # (a)'s encoder is scored on the added surrogate too, and the report labels that row
+  assert result["per_seed"]["0"]["a_on_mix1"]["overall"]["n"] == 2 and "a_on_mix1" in result["summary"]
+  assert "evaluated on the mix's surrogate 1" in (tmp_path / "results" / "results.md").read_text()

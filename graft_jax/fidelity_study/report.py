@@ -27,8 +27,9 @@ def _seed_mean(measures: Mapping[str, Any], encoder: str, key: str) -> dict | No
 def cell_record(cell, job, results: Mapping[str, Any], measures: Mapping[str, Any], seconds: float) -> dict:
   """One cell's line of cells.json from the main job's results and the cell's measures."""
   summary = results["summary"]
-  accuracy = {k: summary[row]["overall"] for k, row in ROWS.items() if row in summary}
-  by_type = {k: {t: s["mean"] for t, s in summary[row]["by_type"].items()} for k, row in ROWS.items() if row in summary}
+  rows = {**ROWS, **{f"surrogate_{k[2:]}": k for k in summary if k.startswith("a_on_mix")}}  # "surrogate_on_mix1"
+  accuracy = {k: summary[row]["overall"] for k, row in rows.items() if row in summary}
+  by_type = {k: {t: s["mean"] for t, s in summary[row]["by_type"].items()} for k, row in rows.items() if row in summary}
   ratio = None
   if "graft" in accuracy and "target" in accuracy and accuracy["target"]["mean"] > 0:
     ratio = accuracy["graft"]["mean"] / accuracy["target"]["mean"]

@@ -26,10 +26,23 @@ ROWS = (
 )
 
 
+def row_label(key: str) -> str:
+  """The table label of a row: ROWS', or for "a_on_mix<i>" the encoder of (a) on surrogate i of a mix."""
+  if key.startswith("a_on_mix"):
+    return f"(a)'s encoder evaluated on the mix's surrogate {key[len('a_on_mix'):]} (mix_ranges)"
+  return dict(ROWS)[key]
+
+
+def _row_keys(per_seed: Mapping) -> list[str]:
+  """ROWS' keys, then any mix rows the seeds have."""
+  mix = sorted({k for scores in per_seed.values() for k in scores if k.startswith("a_on_mix")})
+  return [key for key, _ in ROWS] + mix
+
+
 def summarize(per_seed: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict]:
   """{seed: {row: scores}} -> {row: {"overall": mean/std/..., "by_type": {type: mean/std/...}}}."""
   out = {}
-  for key, _ in ROWS:
+  for key in _row_keys(per_seed):
     runs = [scores[key] for scores in per_seed.values() if key in scores]
     if not runs:
       continue
@@ -48,10 +61,10 @@ def results_table(summary: Mapping[str, dict]) -> str:
   """Markdown: one row per condition, overall accuracy and per question type (mean ± std over seeds)."""
   types = sorted({t for row in summary.values() for t in row["by_type"]})
   lines = ["| condition | overall | " + " | ".join(types) + " |", "|---|---|" + "---|" * len(types)]
-  for key, label in ROWS:
+  for key in _row_keys({0: summary}):
     if key in summary:
       row = summary[key]
-      lines.append(f"| {label} | {_cell(row['overall'])} | "
+      lines.append(f"| {row_label(key)} | {_cell(row['overall'])} | "
                    + " | ".join(_cell(row["by_type"][t]) for t in types) + " |")
   return "\n".join(lines)
 

@@ -7,8 +7,9 @@ For the plan in `ranges`:
    (a: scored on the surrogate; b: grafted zero-shot onto the full target), directly on the full
    target (c), against the plain truncation (d, grafted); and an untrained encoder (e);
    With `mix_ranges`, stage 0 also trains a translator for each of those plans, and the encoder
-   of (a)/(b) alternates steps between all the surrogates (train/mix.py); (a) is still scored on
-   the surrogate of `ranges`, and the FLOPs saved are the mean over the surrogates;
+   of (a)/(b) alternates steps between all the surrogates (train/mix.py); (a) is scored on the
+   surrogate of `ranges` and, as a_on_mix<i>, on each added one; the FLOPs saved are the mean
+   over the surrogates;
 3. optionally (f) transfer: stage 3 on the full target from the graft vs from an adapter-only
    start, scored along the way against cumulative training compute.
 Scores are greedy answers on the held-out test split, per question type. Every run is a resumable
@@ -179,7 +180,7 @@ def run(config) -> dict:
                                   lambda: text_kl(config, target, surrogate, plan, llm_config, tokenizer))
   print(f"KL(target || surrogate) on held-out text: untrained {fidelity['untrained']:.3f}, "
         f"after stage 0 {fidelity['translator']:.3f} nats/token")
-  mix = []  # (ranges, translator run dir) of each further surrogate, as train config's `mix`
+  mix, mix_llms = [], []  # (ranges, translator run dir) of each further surrogate (train config's `mix`); its decoder
   for i, mix_plan in enumerate(mix_plans):
     mix_truncation = make_surrogate(target, mix_plan)
     mix_run = stage0(config, target, mix_truncation, llm_config, tokenizer, mix_plan,
@@ -189,6 +190,7 @@ def run(config) -> dict:
                                      lambda: text_kl(config, target, mix_surrogate, mix_plan, llm_config, tokenizer))
     print(f"  mix surrogate {i + 1} ({mix_plan.describe()}): KL after stage 0 {fidelity[f'mix{i + 1}']:.3f}")
     mix.append((tuple(config.mix_ranges[i]), mix_run["run_dir"]))
+    mix_llms.append(mix_surrogate)
   if mix_plans:
     results["mix"] = mix_record
   results["fidelity"] = fidelity
@@ -214,6 +216,8 @@ def run(config) -> dict:
         seed_surrogate = surrogate_llm(truncation, plan, route["surrogate_dir"], package_of(d))
       rows["a_surrogate_on_surrogate"] = score(tag("a"), lambda: package_of(d), seed_surrogate, plan.segments)
       rows["b_surrogate_grafted"] = score(tag("b"), lambda: package_of(d), target, None)
+      for i, (mix_plan, mix_llm) in enumerate(zip(mix_plans, mix_llms)):
+        rows[f"a_on_mix{i + 1}"] = score(tag(f"a_mix{i + 1}"), lambda: package_of(d), mix_llm, mix_plan.segments)
     if "target" in config.conditions:
       d_c = train(runs.encoder_config(config, seed, "target", surrogate_dir))["run_dir"]
       rows["c_target_on_target"] = score(tag("c"), lambda: package_of(d_c), target, None)
@@ -242,7 +246,7 @@ def run(config) -> dict:
   report.plot_examples([samples[i].image for i in show], [samples[i].conversation[0]["content"].replace("<image>", "").strip()
                                                            for i in show],
                        {k.split("_")[0]: [answers[first][k][i] for i in show] for k in answers[first]
-                        if k[0] in "abce" and not k.startswith("c2")},
+                        if k[0] in "abce" and not k.startswith(("c2", "a_on_mix"))},
                        [str(samples[i].extra.get("answer", "")) for i in show],
                        os.path.join(config.out_dir, "examples.png"))
   if results.get("transfer"):
