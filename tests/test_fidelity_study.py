@@ -231,3 +231,8 @@ def test_one_cell_end_to_end_on_a_tiny_model(tiny, tmp_path):
     package = json.load(f)
   assert package["encoder_config"]["output_norm"] == "rms_token_scale"
   assert os.path.islink(os.path.join(root, "a1_norm", "translator"))
+
+
+def test_a_resumed_cell_keeps_its_earlier_seconds():
+  assert report.cell_seconds_so_far(None, 80.0) == 80.0
+  assert report.cell_seconds_so_far({"seconds": 900.0}, 80.0) == 980.0

@@ -18,14 +18,16 @@ def run_cell(base, cell: Cell, root: str, results_dir: str, settings: MeasureSet
   """Runs (or resumes) one cell under root/<cell.name>, adds its record to
   results_dir/cells.json and rewrites table.md and the plots. Returns the record."""
   job = cell_job(base, cell, root)
+  cells_json = os.path.join(results_dir, "cells.json")
+  earlier = report.load_cells(cells_json).get(cell.name) if os.path.isdir(job.run_dir) else None
   dirs = sharing.link_shared_runs(job, root)
   start = time.time()
   print(f"=== cell {cell.name} ({cell.axis}): range {tuple(job.ranges[0])}, changes {cell.changes() or 'none'}")
   results = main_job.run(job)
   sharing.share_scores(job, dirs)  # dirs from before the run, which points job.vit.source at the encoder
   measures = measure_cell(job, settings, results["fidelity"])
-  record = report.cell_record(cell, job, results, measures, time.time() - start)
-  cells = report.save_cell(os.path.join(results_dir, "cells.json"), record)
+  record = report.cell_record(cell, job, results, measures, report.cell_seconds_so_far(earlier, time.time() - start))
+  cells = report.save_cell(cells_json, record)
   print(report.write_report(results_dir, cells))
   return record
 

@@ -67,6 +67,13 @@ def cell_record(cell, job, results: Mapping[str, Any], measures: Mapping[str, An
           "fidelity": fidelity, "embedding": embedding, "measures": measures, "seconds": seconds}
 
 
+def cell_seconds_so_far(earlier: Mapping[str, Any] | None, seconds: float) -> float:
+  """A cell's wall-clock: this run's `seconds` plus those of the `earlier` record of the same
+  cell when this run resumed its runs (None: a fresh cell, or no record), so a rerun that only adds
+  a score does not replace the cell's cost by its own few minutes."""
+  return seconds + (float(earlier.get("seconds", 0.0)) if earlier else 0.0)
+
+
 def load_cells(path: str) -> dict[str, dict]:
   if not os.path.exists(path):
     return {}
