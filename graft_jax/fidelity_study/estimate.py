@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from graft_jax.models.config import LlamaConfig
 from graft_jax.surrogate import SurrogatePlan
+from graft_jax.train.mix import plans_of
 
 TRAIN_FLOPS_PER_S = 105e9
 GENERATE_FLOPS_PER_S = 30e9
@@ -43,7 +44,7 @@ def cell_seconds(job, llm: LlamaConfig, translator_shared: bool = False, target_
   earlier cell trained costs only its overhead here."""
   n = llm.num_layers
   plan = SurrogatePlan.create(n, [tuple(r) for r in job.ranges])
-  mix = [SurrogatePlan.create(n, [tuple(r) for r in ranges]) for ranges in job.get("mix_ranges", ())]
+  mix = plans_of(n, job.get("mix_ranges", ()))
   kept = plan.num_kept_layers
   f, head = layer_flops(llm), 2.0 * llm.hidden_size * llm.vocab_size
   b, seeds, steps = job.batch_size, len(job.seeds), job.steps

@@ -29,7 +29,7 @@ from graft_jax.reproduction import runs
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.tasks.surrogate import cached, package_of, trained_llm
-from graft_jax.train.mix import mix_flops_saved
+from graft_jax.train.mix import mix_flops_saved, plans_of
 from graft_jax.train.model_setup import vit_from_config
 
 SHORT_SEQ = 64  # the offline samples' padded length: FLOPs saved there as well as at the main job's 4096
@@ -110,6 +110,6 @@ def measure_cell(job, settings: MeasureSettings = MeasureSettings(), text_kl: Ma
             model, package_of(os.path.join(runs.seed_dir(job, seed), runs.CONDITION_DIRS[c])), target,
             seed_surrogate, plan, batches, tokenizer, settings.nearest_shown))
         for name, condition in ENCODERS.items() if condition in job.conditions}
-  mix = [SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in ranges]) for ranges in job.get("mix_ranges", ())]
+  mix = plans_of(llm_config.num_layers, job.get("mix_ranges", ()))
   result["flops_saved_short"] = mix_flops_saved(llm_config, [plan, *mix], seq_len=SHORT_SEQ)
   return result

@@ -56,10 +56,9 @@ def surrogate_route(config, seed: int, surrogate_dir: str, target: dict, truncat
   """Stage 2 of condition (a)/(b) for `seed`, from the stage-0 (or stage-1) run `surrogate_dir`.
   Returns {"encoder_dir": the final encoder run, "surrogate_dir": the run whose translator the
   last chunk trained against, "stage2_dirs": every chunk's run, "refits": the refits' records}.
-  mix: more surrogates trained against at once (runs.encoder_config); not with refits."""
+  mix: more surrogates trained against at once (runs.encoder_config), only without refits (the main
+  job refuses the combination)."""
   rounds = int(config.refresh.rounds)
-  if rounds and mix:
-    raise ValueError("refresh.rounds > 0 refits the translator of one surrogate; it does not combine with mix_ranges")
   if rounds == 0:
     encoder_dir = train(runs.encoder_config(config, seed, "surrogate", surrogate_dir, mix=mix))["run_dir"]
     return {"encoder_dir": encoder_dir, "surrogate_dir": surrogate_dir, "stage2_dirs": [encoder_dir], "refits": []}

@@ -41,7 +41,7 @@ from graft_jax.tasks.model_loading import load_from_config
 from graft_jax.train.checkpoint import RunCheckpointer, load_encoder_package
 from graft_jax.train.data_setup import ensure_default_datasets
 from graft_jax.train.loop import train
-from graft_jax.train.mix import mix_flops_saved
+from graft_jax.train.mix import mix_flops_saved, plans_of
 from graft_jax.translator_fit import run_translator_fit, text_pairs
 from graft_jax.train.model_setup import load_previous_stage, starting_encoder, vit_from_config
 from graft_jax.vision_pretrain.train import run_vision_pretrain
@@ -131,14 +131,13 @@ def run(config) -> dict:
                      "for one surrogate; set them to 0")
   target, llm_config, tokenizer = load_from_config(config.model)
   plan = SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in config.ranges])
-  mix_plans = [SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in ranges])
-               for ranges in config.get("mix_ranges", ())]
+  mix_plans = plans_of(llm_config.num_layers, config.get("mix_ranges", ()))
   truncation = make_surrogate(target, plan)
   full_cost, sur_cost = decoder_cost(llm_config), decoder_cost(llm_config, plan.segments)
   saved = 1 - sur_cost.fwd_flops_per_token / full_cost.fwd_flops_per_token
+  mix_saved = mix_flops_saved(llm_config, [plan, *mix_plans])  # = saved without a mix
   mixed = "" if not mix_plans else (
-      f"; stage 2 alternates with {', '.join(p.describe() for p in mix_plans)}: "
-      f"{mix_flops_saved(llm_config, [plan, *mix_plans]):.1%} fewer on average")
+      f"; stage 2 alternates with {', '.join(p.describe() for p in mix_plans)}: {mix_saved:.1%} fewer on average")
   setup = (f"Plan: {plan.describe()} ({sur_cost.layers} of {full_cost.layers} layers, "
            f"{sur_cost.params / 1e6:.1f}M of {full_cost.params / 1e6:.1f}M parameters, {saved:.1%} fewer decoder "
            f"FLOPs per token{mixed}). Seeds {tuple(config.seeds)}; stage 0 {config.steps.translator} steps, stage 1 "
@@ -167,7 +166,7 @@ def run(config) -> dict:
 
   if mix_plans:  # the encoder's training saves the mean over the surrogates it alternates between
     mix_record = {"plans": [p.to_dict() for p in mix_plans], "flops_saved_main_plan": saved}
-    saved = mix_flops_saved(llm_config, [plan, *mix_plans])
+    saved = mix_saved
   results: dict[str, Any] = {"setup": setup, "plan": plan.to_dict(), "flops_saved_per_token": saved,
                              "target_params": full_cost.params, "surrogate_params": sur_cost.params,
                              "encoder_pretrain": encoder_pretrain, "config": config.to_dict()}

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 _TINY = 1e-12
-TERMS = ("norm", "direction", "nearest")
 
 
 def _unit(x: jax.Array) -> jax.Array:

@@ -30,13 +30,18 @@ class MixMember:
   plan: SurrogatePlan
 
 
+def plans_of(num_layers: int, ranges_list: Sequence) -> list[SurrogatePlan]:
+  """A plan per entry of a job's `mix_ranges` (each a tuple of translator ranges)."""
+  return [SurrogatePlan.create(num_layers, [tuple(r) for r in ranges]) for ranges in ranges_list]
+
+
 def mix_plans(num_layers: int, mix: Sequence) -> list[tuple[SurrogatePlan, str]]:
   """(plan, translator run dir) of each entry of a config's `mix`, with a clear error on a malformed one."""
   out = []
   for entry in mix:
     if len(entry) != 2 or not isinstance(entry[1], str) or not entry[1]:
       raise ValueError(f"Each mix entry is (ranges, translator run dir), e.g. (((26, 28),), 'runs/t'); got {entry!r}")
-    out.append((SurrogatePlan.create(num_layers, [tuple(r) for r in entry[0]]), entry[1]))
+    out.append((plans_of(num_layers, [entry[0]])[0], entry[1]))
   return out
 
 
