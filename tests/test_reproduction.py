@@ -49,6 +49,13 @@ def test_compute_counts_tokens_times_flops_and_step_times(tmp_path):
       f.write(json.dumps({"step": step, "tokens/image": 10.0, "tokens/text": 5.0, "step_time_s": 2.0, "loss": 1.0}) + "\n")
   c = run_compute(str(tmp_path), flops_per_token=4.0, upto_step=2)
   assert (c.steps, c.tokens, c.flops, c.seconds) == (2, 30.0, 120.0, 4.0)
+  (tmp_path / "mix").mkdir()
+  with open(tmp_path / "mix" / "metrics.jsonl", "w") as f:
+    for step, surrogate, text in ((1, 0, 5.0), (2, 1, 15.0), (3, 0, 5.0)):  # a mix alternates its surrogates
+      f.write(json.dumps({"step": step, "tokens/image": 10.0, "tokens/text": text, "surrogate": surrogate,
+                          "step_time_s": 1.0}) + "\n")
+  c = run_compute(str(tmp_path / "mix"), flops_per_token=[4.0, 1.0])
+  assert (c.steps, c.tokens, c.flops, c.seconds) == (3, 55.0, 15 * 4 + 25 * 1 + 15 * 4, 3.0)
   config = preset("smollm2-135m")
   plan = SurrogatePlan.create(config.num_layers, [(19, 28)])
   frozen_full = train_flops_per_token(config, None, False, 64)
@@ -70,9 +77,9 @@ def test_run_configs_follow_the_job():
   assert on_target.ranges == () and on_target.init_from == "" and on_target.vit.seed == 1
   assert on_target.train.seed == 1 and on_target.trainable == runs.ENCODER_RULES
   on_surrogate = runs.encoder_config(job, 2, "surrogate", "runs/x/translator")
-  assert on_surrogate.ranges == ((19, 28),) and on_surrogate.init_from == "runs/x/translator"
+  assert on_surrogate.ranges == ((12, 28),) and on_surrogate.init_from == "runs/x/translator"
   truncation = runs.encoder_config(job, 2, "truncation", "runs/x/translator")
-  assert truncation.ranges == ((19, 28),) and truncation.init_from == ""
+  assert truncation.ranges == ((12, 28),) and truncation.init_from == ""
   assert runs.transfer_config(job, "from_graft", "d").trainable == runs.DECODER_RULES
   with pytest.raises(ValueError, match="Unknown encoder condition"):
     runs.encoder_config(job, 0, "nothing", "")

@@ -167,7 +167,7 @@ def test_main_job_runs_the_reproduction(tiny, tmp_path):
   config.model.remat_policy = "none"  # CI time: remat compiles slower; its numerics: test_llama_parity
   config.run_dir, config.out_dir = str(tmp_path / "route"), str(tmp_path / "results")
   config.vit.update({"image_size": 16, "patch_size": 8, "width": 24, "depth": 2, "heads": 2, "mlp_dim": 48})
-  config.ranges = ((1, 2),)
+  config.ranges, config.mix_ranges = ((1, 2),), ()  # one surrogate: the mix has its own test (test_train_mix)
   config.steps = {"translator": 3, "pretrain": 0, "encoder": 3, "adapter": 2, "transfer": 2}
   # the encoder is pretrained on labelled scenes first, and every stage starts from it
   config.encoder_pretrain.update({"steps": 3, "batch_size": 4, "scenes": 16, "dir": str(tmp_path / "vision")})

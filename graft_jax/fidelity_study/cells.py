@@ -140,8 +140,7 @@ def cell_job(base: ml_collections.ConfigDict, cell: Cell, root: str) -> ml_colle
     job.image_noise = float(cell.image_noise)
   if cell.embed_penalty is not None:
     job.embed_penalty = float(cell.embed_penalty)
-  if cell.mix_starts is not None:
-    job.mix_ranges = tuple(((int(s), end),) for s in cell.mix_starts)
+  job.mix_ranges = () if cell.mix_starts is None else tuple(((int(s), end),) for s in cell.mix_starts)
   if cell.vit_depth is not None:
     job.vit.depth = int(cell.vit_depth)
     job.encoder_pretrain.dir = f"{job.encoder_pretrain.dir}_depth{int(cell.vit_depth)}"

@@ -62,12 +62,16 @@ class RunCompute:
 ZERO = RunCompute(0, 0.0, 0.0, 0.0)
 
 
-def run_compute(run_dir: str, flops_per_token: float, upto_step: int | None = None) -> RunCompute:
-  """Tokens (image + text positions) and step times from a run's metrics.jsonl, up to a step."""
+def run_compute(run_dir: str, flops_per_token: float | Sequence[float], upto_step: int | None = None) -> RunCompute:
+  """Tokens (image + text positions) and step times from a run's metrics.jsonl, up to a step.
+  flops_per_token: one cost, or one per surrogate of a mix (train/mix.py), indexed by each step's
+  `surrogate` metric."""
   records = [r for r in read_metrics(run_dir) if upto_step is None or r["step"] <= upto_step]
-  tokens = float(sum(r["tokens/image"] + r["tokens/text"] for r in records))
+  costs = [float(flops_per_token)] if np.ndim(flops_per_token) == 0 else [float(f) for f in flops_per_token]
+  tokens = [float(r["tokens/image"] + r["tokens/text"]) for r in records]
+  flops = sum(t * costs[int(r.get("surrogate", 0))] for t, r in zip(tokens, records))
   seconds = float(sum(r.get("step_time_s", 0.0) for r in records))
-  return RunCompute(len(records), tokens, tokens * flops_per_token, seconds)
+  return RunCompute(len(records), sum(tokens), flops, seconds)
 
 
 def mean_and_spread(values: Sequence[float]) -> dict[str, float]:

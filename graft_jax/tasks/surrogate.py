@@ -9,9 +9,10 @@ For the plan in `ranges`:
    With `mix_ranges`, stage 0 also trains a translator for each of those plans, and the encoder
    of (a)/(b) alternates steps between all the surrogates (train/mix.py); (a) is scored on the
    surrogate of `ranges` and, as a_on_mix<i>, on each added one; the FLOPs saved are the mean
-   over the surrogates;
+   over the surrogates; (d) trains against the plain truncation of `ranges` alone;
 3. optionally (f) transfer: stage 3 on the full target from the graft vs from an adapter-only
-   start, scored along the way against cumulative training compute.
+   start, scored along the way against cumulative training compute (with a mix, the graft route
+   counts every surrogate's stage 0 and each stage-2 step at its own surrogate's cost).
 Scores are greedy answers on the held-out test split, per question type. Every run is a resumable
 run directory under run_dir and every score is cached there, so a rerun continues where it stopped.
 Writes out_dir/results.{json,md}, transfer.png and examples.png.
@@ -126,9 +127,9 @@ def run(config) -> dict:
   unknown = set(config.conditions) - set(ENCODER_CONDITIONS)
   if unknown:
     raise ValueError(f"Unknown conditions {sorted(unknown)}; choose from {ENCODER_CONDITIONS}")
-  if config.get("mix_ranges") and (config.refresh.rounds or config.steps.transfer):
-    raise ValueError("mix_ranges does not combine with refresh.rounds > 0 or steps.transfer > 0: both account "
-                     "for one surrogate; set them to 0")
+  if config.get("mix_ranges") and config.refresh.rounds:
+    raise ValueError("mix_ranges does not combine with refresh.rounds > 0: a refit serves one surrogate; "
+                     "set one of them to its default")
   target, llm_config, tokenizer = load_from_config(config.model)
   plan = SurrogatePlan.create(llm_config.num_layers, [tuple(r) for r in config.ranges])
   mix_plans = plans_of(llm_config.num_layers, config.get("mix_ranges", ()))
@@ -179,7 +180,7 @@ def run(config) -> dict:
                                   lambda: text_kl(config, target, surrogate, plan, llm_config, tokenizer))
   print(f"KL(target || surrogate) on held-out text: untrained {fidelity['untrained']:.3f}, "
         f"after stage 0 {fidelity['translator']:.3f} nats/token")
-  mix, mix_llms = [], []  # (ranges, translator run dir) of each further surrogate (train config's `mix`); its decoder
+  mix, mix_llms, mix_fits = [], [], []  # per further surrogate: (ranges, translator run dir), its decoder, its stage 0
   for i, mix_plan in enumerate(mix_plans):
     mix_truncation = make_surrogate(target, mix_plan)
     mix_run = stage0(config, target, mix_truncation, llm_config, tokenizer, mix_plan,
@@ -190,6 +191,7 @@ def run(config) -> dict:
     print(f"  mix surrogate {i + 1} ({mix_plan.describe()}): KL after stage 0 {fidelity[f'mix{i + 1}']:.3f}")
     mix.append((tuple(config.mix_ranges[i]), mix_run["run_dir"]))
     mix_llms.append(mix_surrogate)
+    mix_fits.append(mix_run)
   if mix_plans:
     results["mix"] = mix_record
   results["fidelity"] = fidelity
@@ -237,8 +239,8 @@ def run(config) -> dict:
   results["summary"] = report.summarize(per_seed)
 
   if config.steps.transfer:
-    results["transfer"] = transfer(config, target, llm_config, plan, scorer, score, stage0_run,
-                                   routes.get(config.seeds[0]))
+    results["transfer"] = transfer(config, target, llm_config, [plan, *mix_plans], scorer, score,
+                                   [stage0_run, *mix_fits], routes.get(config.seeds[0]))
   markdown = report.write_outputs(config.out_dir, results)
   first = config.seeds[0]
   show = list(range(min(8, len(samples))))
@@ -272,21 +274,26 @@ def fit_compute(fit: dict, llm_config, plan: SurrogatePlan, seq: int) -> RunComp
   return RunCompute(fit["steps"], fit["teacher_tokens"], flops, fit["seconds"])
 
 
-def transfer(config, target, llm_config, plan, scorer, score, stage0_run: dict, route: dict | None) -> dict:
+def transfer(config, target, llm_config, plans: list[SurrogatePlan], scorer, score, stage0_runs: list[dict],
+             route: dict | None) -> dict:
   """(f): stage 3 on the full target from the seed-0 graft and from an adapter-only start, each
-  scored every transfer_eval_every steps; compute is cumulative over the route's earlier stages."""
+  scored every transfer_eval_every steps; compute is cumulative over the route's earlier stages.
+  plans, stage0_runs: the surrogate of `ranges` first, then each of a mix's (mix_ranges); the graft
+  route counts every stage 0 and each stage-2 step at the cost of the surrogate it ran against."""
   seq = 64  # typical padded length of the offline samples; attention is a small share either way
   frozen_tok = train_flops_per_token(llm_config, None, False, seq)
-  surrogate_tok = train_flops_per_token(llm_config, plan.segments, False, seq)
+  surrogate_tok = [train_flops_per_token(llm_config, p.segments, False, seq) for p in plans]
   decoder_tok = train_flops_per_token(llm_config, None, True, seq)
   if route is None:
     raise ValueError("(f) transfer starts from the seed's surrogate-trained encoder: keep condition 'surrogate'")
   graft_dir = route["encoder_dir"]
-  graft_route = stage0_compute(config, stage0_run, llm_config, plan, seq)
+  graft_route = stage0_compute(config, stage0_runs[0], llm_config, plans[0], seq)
+  for p, fit in zip(plans[1:], stage0_runs[1:]):
+    graft_route = graft_route + stage0_compute(config, fit, llm_config, p, seq)
   for stage2_dir in route["stage2_dirs"]:
     graft_route = graft_route + run_compute(stage2_dir, surrogate_tok)
   for refit in route["refits"]:
-    graft_route = graft_route + fit_compute(refit, llm_config, plan, seq)
+    graft_route = graft_route + fit_compute(refit, llm_config, plans[0], seq)
   starts = {
       "from_graft": (graft_dir, graft_route),
   }
