@@ -91,6 +91,8 @@ def default_cells(starts=RANGE_STARTS, lever_start: int = LEVER_START) -> list[C
       # two surrogates at once, half the steps each: [12, 28] (46% saved) and [26, 28] (6%), the one
       # that grafts best; together they save what [19, 28] does (25.9%)
       Cell("a12_mix26", 12, "several surrogates", mix_starts=(26,)),
+      # [26, 28] alone with the 50 steps a12_mix26 gives it: do the mix's steps through [12, 28] help?
+      Cell("a26_enc50", 26, "encoder steps", encoder_steps=50),
       Cell(f"a{a}_enc150", a, "encoder steps", encoder_steps=150),
       Cell(f"a{a}_vit8", a, "encoder capacity", vit_depth=8),  # 8 ViT blocks instead of 4
       Cell(f"a{a}_refresh2", a, "translator refits on image sequences", refresh_rounds=2),
