@@ -161,7 +161,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   base, root = _study_base(), str(tmp_path / "runs")
   cells = cells_lib.default_cells()
   path = str(tmp_path / "results" / "cells.json")
-  for cell, graft in zip(cells, (0.8, 0.8, 0.85, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.43, 0.3, 0.44, 0.35, 0.36, 0.7),
+  for cell, graft in zip(cells, (0.8, 0.8, 0.85, 0.9, 0.95, 0.2, 0.3, 0.5, 0.4, 0.42, 0.41, 0.6, 0.45, 0.43, 0.3, 0.44, 0.35, 0.5, 0.36, 0.7),
                          strict=True):
     report.save_cell(path, _fake_record(cell, base, root, graft, 0.85, 3.0 - 2.5 * graft))
   loaded = report.load_cells(path)
@@ -170,7 +170,7 @@ def test_report_from_a_fake_cells_json(tmp_path):
   assert [n for n, r in loaded.items() if r["meets_bar"]] == ["a19"]
   assert loaded["a22"]["layers_kept"] == 24 and loaded["a19_norm"]["changes"] == {"output_norm": "rms_token_scale"}
   markdown = report.write_report(str(tmp_path / "results"), loaded)
-  assert markdown.count("\n| a") == 19 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
+  assert markdown.count("\n| a") == 20 and "| a26 | range start: - | [26, 28] (28/30) | 6.7% (6.0%) |" in markdown
   for name in ("table.md", *report.PLOTS):
     assert os.path.getsize(tmp_path / "results" / name) > 0
 
