@@ -35,7 +35,7 @@ from graft_jax.models.vlm import VLM
 from graft_jax.reproduction import report, runs
 from graft_jax.reproduction.answer_prior import answer_prior_scores
 from graft_jax.reproduction.refresh import surrogate_llm, surrogate_route
-from graft_jax.reproduction.scoring import RunCompute, Scorer, run_compute, train_flops_per_token
+from graft_jax.reproduction.scoring import ZERO, RunCompute, Scorer, run_compute, train_flops_per_token
 from graft_jax.surrogate import SurrogatePlan, make_surrogate
 from graft_jax.tasks.generate import end_token_ids
 from graft_jax.tasks.model_loading import load_from_config
@@ -287,8 +287,8 @@ def transfer(config, target, llm_config, plans: list[SurrogatePlan], scorer, sco
   if route is None:
     raise ValueError("(f) transfer starts from the seed's surrogate-trained encoder: keep condition 'surrogate'")
   graft_dir = route["encoder_dir"]
-  graft_route = stage0_compute(config, stage0_runs[0], llm_config, plans[0], seq)
-  for p, fit in zip(plans[1:], stage0_runs[1:]):
+  graft_route = ZERO
+  for p, fit in zip(plans, stage0_runs, strict=True):
     graft_route = graft_route + stage0_compute(config, fit, llm_config, p, seq)
   for stage2_dir in route["stage2_dirs"]:
     graft_route = graft_route + run_compute(stage2_dir, surrogate_tok)
